@@ -1,0 +1,151 @@
+"""Loading models and tokenizers, and building tiny ones from scratch.
+
+:func:`load_model` and :func:`load_tokenizer` are the one loading path for every engine and
+trainer: ``from_pretrained`` on a hub name or a local directory, safetensors only (pickled
+``.bin`` weights are refused, since unpickling runs arbitrary code).
+
+:func:`build_tiny_llama` makes a small Llama-style model and a character-level tokenizer from
+nothing but a config, and saves them as an ordinary Hugging Face checkpoint. Tests, and the
+demo world's seed model, use it: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any
+
+# Every printable ASCII character: enough for arithmetic word problems and the templates.
+CHAR_VOCAB = string.printable
+SPECIAL_TOKENS = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
+
+# A small ChatML-style template for the chat-template code path in tests.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|{{ message['role'] }}|>\n{{ message['content'] }}</s>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def build_char_tokenizer(chars: str = CHAR_VOCAB, chat_template: str | None = None) -> Any:
+    """A character-level fast tokenizer: one token per character plus four special tokens.
+
+    Returns:
+        A ``PreTrainedTokenizerFast`` that ``save_pretrained`` writes as ``tokenizer.json``.
+    """
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    specials = list(SPECIAL_TOKENS.values())
+    vocab = {token: i for i, token in enumerate(specials)}
+    for char in dict.fromkeys(chars):
+        vocab.setdefault(char, len(vocab))
+    # A BPE model with no merges splits text into single characters; Fuse joins them back.
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=SPECIAL_TOKENS["unk"]))
+    backend.decoder = decoders.Fuse()
+    backend.add_special_tokens(specials)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=SPECIAL_TOKENS["bos"],
+        eos_token=SPECIAL_TOKENS["eos"],
+        unk_token=SPECIAL_TOKENS["unk"],
+        pad_token=SPECIAL_TOKENS["pad"],
+        clean_up_tokenization_spaces=False,
+    )
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def build_tiny_llama(
+    out_dir: str | Path,
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    intermediate_size: int = 128,
+    max_position_embeddings: int = 1024,
+    chat_template: str | None = None,
+    seed: int = 0,
+) -> Path:
+    """Build a randomly initialised Llama with a char tokenizer and save it to ``out_dir``.
+
+    The defaults give about 0.1 M parameters. The checkpoint is written as safetensors and
+    loads through ``AutoModelForCausalLM.from_pretrained(out_dir)``.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_char_tokenizer(chat_template=chat_template)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        intermediate_size=intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def _check_safetensors(name_or_path: str) -> None:
+    path = Path(name_or_path)
+    if path.is_dir() and not any(path.glob("*.safetensors")):
+        pickled = sorted(p.name for p in path.glob("*.bin")) + sorted(
+            p.name for p in path.glob("*.pt")
+        )
+        detail = f" (found {', '.join(pickled)})" if pickled else ""
+        raise ValueError(
+            f"{path}: no .safetensors weights{detail}. selfevo loads safetensors only; convert a "
+            "trusted pickled checkpoint with model.save_pretrained(dir, safe_serialization=True)."
+        )
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
+    """The tokenizer of a hub model or local directory, with a pad token and left padding."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def torch_dtype(name: str, device: str) -> Any:
+    """``auto`` is bfloat16 on CUDA and float32 on CPU."""
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, name)
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    dtype: str = "auto",
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+) -> Any:
+    """A causal LM from a hub name or a local directory, in eval mode on ``device``."""
+    from transformers import AutoModelForCausalLM
+
+    _check_safetensors(name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(
+        name_or_path,
+        dtype=torch_dtype(dtype, device),
+        use_safetensors=True,
+        trust_remote_code=trust_remote_code,
+    )
+    return model.to(device).eval()

@@ -1,0 +1,424 @@
+"""Typed configuration for every selfevo command.
+
+The schema is a tree of dataclasses turned into an OmegaConf structured config, so a YAML file
+or a ``key=value`` override with an unknown key or a value of the wrong type fails at load
+time instead of deep inside a Ray job. Choices are Enums (OmegaConf checks membership);
+ranges and cross-field rules are checked by :func:`validate`.
+
+A YAML file may start from other files with ``extends: [path, ...]`` (paths relative to the
+file); later files and then command-line overrides win.
+
+Sections: run, model, engine, sampling, recipe, data, train, eval, cluster.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = PROJECT_ROOT / "conf"
+DEFAULT_CONFIG = "demo"
+
+
+class ConfigError(ValueError):
+    """A config problem, worded for the person who wrote the config.
+
+    Attributes:
+        key: the dotted key at fault (``train.zero_stage``), or None for file-level errors.
+    """
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
+
+class Backend(str, enum.Enum):
+    auto = "auto"
+    hf = "hf"
+    vllm = "vllm"
+
+
+class DType(str, enum.Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class RecipeName(str, enum.Enum):
+    self = "self"
+    isheep = "isheep"
+    mistake_analysis = "mistake_analysis"
+
+
+class LabelerKind(str, enum.Enum):
+    oracle = "oracle"
+    openai = "openai"
+    local = "local"
+
+
+class TrainMode(str, enum.Enum):
+    restart = "restart"
+    continual = "continual"
+    latest = "latest"
+
+
+class LRSchedule(str, enum.Enum):
+    cosine = "cosine"
+    linear = "linear"
+    constant = "constant"
+
+
+class DataFormat(str, enum.Enum):
+    auto = "auto"
+    plain = "plain"
+    chat = "chat"
+    gsm8k = "gsm8k"
+    svamp = "svamp"
+    self_instruct = "self_instruct"
+
+
+@dataclass
+class RunConfig:
+    name: str = "demo"
+    output_dir: str = "runs"
+    seed: int = 0
+    log_level: str = "INFO"
+
+
+@dataclass
+class ModelConfig:
+    # A hub name (``meta-llama/Llama-3.1-8B-Instruct``) or a local directory.
+    name_or_path: str = "builtin:tiny-char-llama"
+    tokenizer: str | None = None
+    dtype: DType = DType.auto
+    trust_remote_code: bool = False
+    max_seq_len: int = 512
+
+
+@dataclass
+class EngineConfig:
+    backend: Backend = Backend.auto
+    num_engines: int = 1
+    tensor_parallel_size: int = 1
+    cpus_per_engine: float = 0.5
+    # HF backend: the most sequences decoded together in one batch.
+    max_batch_size: int = 64
+    # vLLM backend.
+    gpu_memory_utilization: float = 0.85
+    max_num_seqs: int = 256
+    enable_sleep_mode: bool = True
+    enable_lora: bool = False
+    max_lora_rank: int = 16
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    n: int = 1
+    max_new_tokens: int = 256
+    # Critique needs room for the step-by-step check and the verdict line after it.
+    feedback_max_new_tokens: int = 384
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+@dataclass
+class LabelerConfig:
+    kind: LabelerKind = LabelerKind.oracle
+    # OpenAI-compatible endpoint; the key is read from the environment variable named here.
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = 60.0
+    max_retries: int = 5
+    concurrency: int = 8
+
+
+@dataclass
+class RecipeConfig:
+    name: RecipeName = RecipeName.self
+    rounds: int = 2
+    task: str = "math"
+    template_set: str = "default"
+    max_refinements: int = 1
+    # Self-assessment (I-SHEEP): keep rows whose scores reach these thresholds (1-10).
+    quality_threshold: float = 8.0
+    following_threshold: float = 8.0
+    # Self-instruct synthesis (I-SHEEP): new instructions per round, near-duplicate cut-off.
+    synthesize_per_round: int = 0
+    rouge_l_threshold: float = 0.7
+    labeler: LabelerConfig = field(default_factory=LabelerConfig)
+
+
+@dataclass
+class DataConfig:
+    prompt_pool: str = "builtin:arithmetic"
+    format: DataFormat = DataFormat.auto
+    prompts_per_round: int = 256
+    meta_train: str | None = None
+    meta_examples: int = 512
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+    merge: bool = True
+
+
+@dataclass
+class TrainConfig:
+    mode: TrainMode = TrainMode.restart
+    # Fraction of the meta-skill corpus mixed into every round's training set.
+    meta_mix_ratio: float = 1.0
+    zero_stage: int = 2
+    num_workers: int = 2
+    use_gpu: bool = False
+    micro_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    lr_schedule: LRSchedule = LRSchedule.cosine
+    epochs: int = 1
+    max_steps: int = -1
+    max_grad_norm: float = 1.0
+    gradient_checkpointing: bool = False
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    checkpoint_every_steps: int = 0
+    max_failures: int = 2
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class EvalConfig:
+    dataset: str = "builtin:arithmetic-heldout"
+    format: DataFormat = DataFormat.auto
+    num_problems: int = 500
+    sc_samples: int = 5
+    refine_max_iters: int = 2
+
+
+@dataclass
+class ClusterConfig:
+    # None starts (or joins, inside ``ray job submit``) a local Ray; else a Ray address.
+    address: str | None = None
+    num_cpus: int | None = None
+    num_nodes: int = 1
+    gpus_per_node: int = 0
+    gpu_memory_gb: float = 80.0
+
+
+@dataclass
+class SelfEvoConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+
+# (dotted key, predicate, what is expected) checked after the merge.
+_RULES: list[tuple[str, Any, str]] = [
+    ("run.seed", lambda v: v >= 0, "an integer >= 0"),
+    ("model.max_seq_len", lambda v: v > 0, "an integer > 0"),
+    ("engine.num_engines", lambda v: v >= 1, "an integer >= 1"),
+    ("engine.tensor_parallel_size", lambda v: v >= 1, "an integer >= 1"),
+    ("engine.cpus_per_engine", lambda v: v >= 0, "a number >= 0"),
+    ("engine.max_batch_size", lambda v: v >= 1, "an integer >= 1"),
+    ("engine.gpu_memory_utilization", lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    ("sampling.temperature", lambda v: v >= 0, "a number >= 0"),
+    ("sampling.top_p", lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    ("sampling.top_k", lambda v: v >= 0, "an integer >= 0 (0 turns it off)"),
+    ("sampling.n", lambda v: v >= 1, "an integer >= 1"),
+    ("sampling.max_new_tokens", lambda v: v >= 1, "an integer >= 1"),
+    ("sampling.feedback_max_new_tokens", lambda v: v >= 1, "an integer >= 1"),
+    ("recipe.rounds", lambda v: v >= 0, "an integer >= 0"),
+    ("recipe.max_refinements", lambda v: v >= 0, "an integer >= 0"),
+    ("recipe.quality_threshold", lambda v: 1 <= v <= 10, "a score in [1, 10]"),
+    ("recipe.following_threshold", lambda v: 1 <= v <= 10, "a score in [1, 10]"),
+    ("recipe.rouge_l_threshold", lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    ("recipe.labeler.timeout_s", lambda v: v > 0, "a number > 0"),
+    ("recipe.labeler.max_retries", lambda v: v >= 0, "an integer >= 0"),
+    ("data.prompts_per_round", lambda v: v >= 1, "an integer >= 1"),
+    ("train.meta_mix_ratio", lambda v: v >= 0, "a number >= 0"),
+    ("train.zero_stage", lambda v: v in (0, 1, 2, 3), "one of [0, 1, 2, 3]"),
+    ("train.num_workers", lambda v: v >= 1, "an integer >= 1"),
+    ("train.micro_batch_size", lambda v: v >= 1, "an integer >= 1"),
+    ("train.gradient_accumulation_steps", lambda v: v >= 1, "an integer >= 1"),
+    ("train.learning_rate", lambda v: v > 0, "a number > 0"),
+    ("train.warmup_ratio", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    ("train.epochs", lambda v: v >= 1, "an integer >= 1"),
+    ("train.lora.r", lambda v: v >= 1, "an integer >= 1"),
+    ("eval.num_problems", lambda v: v >= 1, "an integer >= 1"),
+    ("eval.sc_samples", lambda v: v >= 1, "an integer >= 1"),
+    ("cluster.num_nodes", lambda v: v >= 1, "an integer >= 1"),
+    ("cluster.gpus_per_node", lambda v: v >= 0, "an integer >= 0"),
+]
+
+
+def all_keys(node: Any = None, prefix: str = "") -> list[str]:
+    """Every dotted leaf key of the schema (or of ``node``), e.g. ``train.lora.r``."""
+    node = OmegaConf.structured(SelfEvoConfig) if node is None else node
+    keys = []
+    for name in node:
+        child = node._get_node(name)
+        dotted = f"{prefix}{name}"
+        if isinstance(child, DictConfig):
+            keys.extend(all_keys(child, dotted + "."))
+        else:
+            keys.append(dotted)
+    return keys
+
+
+def _nearest_keys(bad_key: str) -> list[str]:
+    valid = all_keys()
+    # "lora.r" most likely meant "train.lora.r": a valid key that ends with the attempt.
+    near = [k for k in valid if k.endswith("." + bad_key)][:3]
+    near = near or difflib.get_close_matches(bad_key, valid, n=3, cutoff=0.6)
+    if not near:
+        leaf = bad_key.rsplit(".", 1)[-1]
+        near = [k for k in valid if k.rsplit(".", 1)[-1] == leaf][:3]
+    if not near:
+        section = bad_key.split(".", 1)[0]
+        near = [k for k in valid if k.startswith(section + ".")][:6]
+    return near
+
+
+def _explain(exc: OmegaConfBaseException, origin: str, attempted: str | None = None) -> ConfigError:
+    """Reword an OmegaConf error; ``attempted`` is the whole dotted key of an override."""
+    key = exc.full_key or exc.key
+    if isinstance(exc, ConfigKeyError):
+        if attempted and attempted.startswith(str(key)):
+            key = attempted
+        near = _nearest_keys(str(key))
+        hint = f"; nearest valid keys: {', '.join(near)}" if near else ""
+        return ConfigError(f"{origin}: unknown config key '{key}'{hint}", key=str(key))
+    reason = str(exc.msg).splitlines()[0] if exc.msg else str(exc)
+    if isinstance(exc, ValidationError):
+        return ConfigError(f"{origin}: bad value for '{key}': {reason}", key=str(key))
+    return ConfigError(f"{origin}: {reason} (key '{key}')", key=str(key))
+
+
+def resolve_config_path(name: str) -> Path:
+    """Find a config by path, or by name under ``conf/`` (``demo``, ``recipes/self_math``)."""
+    candidates = [Path(name)]
+    if not name.endswith((".yaml", ".yml")):
+        candidates.append(Path(name + ".yaml"))
+    candidates += [CONF_DIR / c for c in list(candidates)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"config file not found: {name} (looked in . and {CONF_DIR})")
+
+
+def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, Any]]:
+    """The YAML at ``path`` preceded by every file it ``extends``, base first."""
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise ConfigError(f"{path}: 'extends' forms a cycle: {chain}")
+    try:
+        content = OmegaConf.load(path)
+    except Exception as exc:  # yaml.YAMLError and friends: name the file and line
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(content, DictConfig):
+        raise ConfigError(f"{path}: a config file must hold a mapping of sections")
+    parents = content.pop("extends", None)
+    if isinstance(parents, str):
+        parents = [parents]
+    chain: list[tuple[Path, Any]] = []
+    for parent in parents or []:
+        chain += _read_yaml_chain(path.parent / str(parent), (*seen, path))
+    chain.append((path, content))
+    return chain
+
+
+def load_config(name: str | None = None, overrides: list[str] | None = None) -> SelfEvoConfig:
+    """Load, merge and validate a config.
+
+    Args:
+        name: a YAML path or a name under ``conf/``; None means the schema defaults.
+        overrides: ``key=value`` strings applied last.
+
+    Returns:
+        The validated config as dataclass instances.
+
+    Raises:
+        ConfigError: naming the file or override and the key at fault.
+    """
+    merged = OmegaConf.structured(SelfEvoConfig)
+    if name is not None:
+        for path, content in _read_yaml_chain(resolve_config_path(name)):
+            try:
+                merged = OmegaConf.merge(merged, content)
+            except OmegaConfBaseException as exc:
+                raise _explain(exc, str(path)) from exc
+    for override in overrides or []:
+        if "=" not in override:
+            raise ConfigError(f"override '{override}' is not of the form key=value")
+        try:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([override]))
+        except OmegaConfBaseException as exc:
+            attempted = override.split("=", 1)[0].strip()
+            raise _explain(exc, f"override '{override}'", attempted) from exc
+    config: SelfEvoConfig = OmegaConf.to_object(merged)
+    validate(config)
+    return config
+
+
+def _get(config: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def validate(config: SelfEvoConfig) -> None:
+    """Check ranges and cross-field rules that the type system cannot express."""
+    for key, ok, expected in _RULES:
+        value = _get(config, key)
+        if not ok(value):
+            raise ConfigError(f"bad value for '{key}': expected {expected}, got {value!r}", key)
+    if config.recipe.labeler.kind is LabelerKind.openai:
+        for key in ("base_url", "model"):
+            if not getattr(config.recipe.labeler, key):
+                raise ConfigError(
+                    f"'recipe.labeler.{key}' is required when recipe.labeler.kind is openai",
+                    f"recipe.labeler.{key}",
+                )
+    if config.engine.backend is Backend.vllm and config.cluster.gpus_per_node == 0:
+        raise ConfigError(
+            "engine.backend=vllm needs GPUs: set cluster.gpus_per_node, "
+            "or use engine.backend=hf (or auto) on CPU machines",
+            "engine.backend",
+        )
+
+
+def to_yaml(config: SelfEvoConfig) -> str:
+    """The resolved config as YAML (what ``selfevo config show`` prints)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+def list_config_files() -> list[Path]:
+    """Every YAML under ``conf/``, sorted."""
+    return sorted(CONF_DIR.rglob("*.yaml"))

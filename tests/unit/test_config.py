@@ -1,0 +1,139 @@
+"""Configs: every YAML under conf/ validates; unknown keys and bad values fail fast, by name."""
+
+from __future__ import annotations
+
+import pytest
+
+from selfevo.cli import main
+from selfevo.config import (
+    Backend,
+    ConfigError,
+    SelfEvoConfig,
+    all_keys,
+    list_config_files,
+    load_config,
+)
+
+CONFIG_FILES = list_config_files()
+SECTIONS = ("run", "model", "engine", "sampling", "recipe", "data", "train", "eval", "cluster")
+
+
+def test_conf_dir_is_not_empty():
+    names = {p.name for p in CONFIG_FILES}
+    assert {"demo.yaml", "self_math.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
+def test_every_yaml_loads_and_validates(path):
+    config = load_config(str(path))
+    assert isinstance(config, SelfEvoConfig)
+    for section in SECTIONS:
+        assert hasattr(config, section)
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
+def test_config_show_prints_every_yaml(path, capsys):
+    assert main(["config", "show", str(path)]) == 0
+    shown = capsys.readouterr().out
+    for section in SECTIONS:
+        assert f"\n{section}:" in f"\n{shown}"
+
+
+def test_defaults_resolve_by_name_and_overrides_win():
+    config = load_config("demo", ["recipe.rounds=5", "sampling.stop=[a,b]"])
+    assert config.recipe.rounds == 5
+    assert config.sampling.stop == ["a", "b"]
+    assert config.engine.backend is Backend.hf
+
+
+def test_extends_merges_parent_first(tmp_path):
+    (tmp_path / "base.yaml").write_text("train:\n  epochs: 3\n  learning_rate: 0.5\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\ntrain:\n  epochs: 4\n")
+    config = load_config(str(tmp_path / "child.yaml"))
+    assert (config.train.epochs, config.train.learning_rate) == (4, 0.5)
+
+
+def test_extends_cycle_is_an_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(str(tmp_path / "a.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "hint"),
+    [
+        ("run.nmae=x", "run.nmae", "run.name"),
+        ("lora.r=3", "lora.r", "train.lora.r"),
+        ("sampling.temprature=1", "sampling.temprature", "sampling.temperature"),
+        ("nosuchsection.x=1", "nosuchsection.x", None),
+    ],
+)
+def test_unknown_key_is_named_with_nearest_keys(override, key, hint):
+    with pytest.raises(ConfigError) as error:
+        load_config("demo", [override])
+    assert f"unknown config key '{key}'" in str(error.value)
+    if hint:
+        assert hint in str(error.value)
+
+
+def test_unknown_key_in_yaml_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epochz: 3\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(str(bad))
+    assert str(bad) in str(error.value) and "train.epochz" in str(error.value)
+    assert "train.epochs" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected_part", "given_part"),
+    [
+        ("train.epochs=abc", "Integer", "abc"),
+        ("engine.backend=tpu", "auto, hf, vllm", "tpu"),
+        ("train.zero_stage=5", "one of [0, 1, 2, 3]", "5"),
+        ("sampling.top_p=0", "(0, 1]", "0"),
+        ("train.use_gpu=maybe", "bool", "maybe"),
+        ("recipe.quality_threshold=11", "[1, 10]", "11"),
+    ],
+)
+def test_bad_value_names_key_expected_and_given(override, expected_part, given_part):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError) as error:
+        load_config("demo", [override])
+    message = str(error.value)
+    assert key in message and expected_part in message and given_part in message
+
+
+def test_cross_field_rules():
+    with pytest.raises(ConfigError, match=r"recipe\.labeler\.base_url"):
+        load_config("demo", ["recipe.labeler.kind=openai"])
+    with pytest.raises(ConfigError, match="needs GPUs"):
+        load_config("demo", ["engine.backend=vllm"])
+
+
+def test_override_without_equals_is_an_error():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config("demo", ["recipe.rounds"])
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("no/such/config.yaml")
+
+
+def test_cli_unknown_key_exits_2_and_names_it(capsys):
+    assert main(["config", "show", "demo", "run.nmae=x"]) == 2
+    err = capsys.readouterr().err
+    assert "run.nmae" in err and "run.name" in err
+
+
+def test_cli_bare_override_uses_default_config(capsys):
+    assert main(["config", "show", "recipe.rounds=7"]) == 0
+    assert "rounds: 7" in capsys.readouterr().out
+
+
+def test_all_keys_lists_nested_leaves():
+    keys = all_keys()
+    assert "train.lora.r" in keys and "recipe.labeler.api_key_env" in keys
+    assert "train.lora" not in keys
