@@ -66,12 +66,15 @@ def build_tiny_llama(
     intermediate_size: int = 128,
     max_position_embeddings: int = 1024,
     chat_template: str | None = None,
+    initializer_range: float = 0.02,
     seed: int = 0,
 ) -> Path:
     """Build a randomly initialised Llama with a char tokenizer and save it to ``out_dir``.
 
-    The defaults give about 0.1 M parameters. The checkpoint is written as safetensors and
-    loads through ``AutoModelForCausalLM.from_pretrained(out_dir)``.
+    The defaults give about 0.1 M parameters. A random model with the usual
+    ``initializer_range`` of 0.02 repeats one character; tests that compare generations pass a
+    larger one (e.g. 0.3) so that outputs vary from prompt to prompt. The checkpoint is
+    written as safetensors and loads through ``AutoModelForCausalLM.from_pretrained(out_dir)``.
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -89,6 +92,7 @@ def build_tiny_llama(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
+        initializer_range=initializer_range,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
@@ -149,3 +153,12 @@ def load_model(
         trust_remote_code=trust_remote_code,
     )
     return model.to(device).eval()
+
+
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a rendered prompt, the same for generation and training.
+
+    A chat template writes its own BOS, so special tokens are added only to plain text.
+    """
+    add_special = not getattr(tokenizer, "chat_template", None)
+    return tokenizer(text, add_special_tokens=add_special)["input_ids"]

@@ -1,0 +1,235 @@
+"""The streaming round pipeline: Ray Data stages over one shared engine pool.
+
+Each stage of :func:`selfevo.stages.self_chain` becomes a lazy ``map_batches`` step with an
+``ActorPoolStrategy`` of zero-CPU UDF actors that forward their rows to the engine pool, so
+batch k+1 is generated while batch k is critiqued. Every stage writes its output batches as
+Parquet under ``<out_dir>/stages/<n>-<stage>/``; the driver streams the final rows into
+``<out_dir>/output.parquet``, prints progress, and checks that every input row came out
+exactly once. A batch whose engine call fails for good is rejected row by row with the error
+as the reason; the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+
+from selfevo.generation import GenerationParams
+from selfevo.records import (
+    RECORD_SCHEMA,
+    Record,
+    Reject,
+    records_to_table,
+    status_counts,
+    table_to_records,
+)
+from selfevo.stages import FILTER, STAGES, Stage, finalize
+
+
+class AccountingError(RuntimeError):
+    """The output does not hold every input row exactly once."""
+
+
+def _batch_name(table: pa.Table) -> str:
+    ids = "\n".join(table.column("id").to_pylist())
+    return hashlib.sha1(ids.encode()).hexdigest()[:16]
+
+
+class StageWorker:
+    """A Ray Data UDF running one stage: select rows, ask the pool, write results back."""
+
+    def __init__(
+        self,
+        stage: str,
+        label: str,
+        router: Any,
+        params: GenerationParams,
+        template_set: str,
+        judged: bool,
+        out_dir: str,
+    ):
+        self.stage: Stage = STAGES[stage]
+        self.label, self.router, self.params = label, router, params
+        self.template_set, self.judged = template_set, judged
+        self.out_dir = Path(out_dir) / label
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        records = table_to_records(batch.select(RECORD_SCHEMA.names))
+        if self.stage.name == FILTER:
+            for record in records:
+                finalize(record, judged=self.judged)
+        else:
+            self._generate(records)
+        table = records_to_table(records)
+        # Named by the batch's ids, so a retried batch overwrites instead of duplicating.
+        pq.write_table(table, self.out_dir / f"{_batch_name(table)}.parquet")
+        self.router.report.remote(self.label, len(records))
+        return table
+
+    def _generate(self, records: list[Record]) -> None:
+        chosen = [r for r in records if self.stage.select(r)]
+        if not chosen:
+            return
+        prompts = [self.stage.messages(r, self.template_set) for r in chosen]
+        try:
+            completions = ray.get(self.router.generate.remote(prompts, self.params))
+        except Exception as exc:  # the pool gave up on this batch: account for every row
+            for record in chosen:
+                record.reject(Reject.ENGINE_ERROR, f"{self.stage.name}: {exc}"[:500])
+            return
+        for record, outputs in zip(chosen, completions, strict=True):
+            self.stage.apply(record, outputs[0], self.params.max_new_tokens)
+
+
+@dataclass
+class PipelineResult:
+    output_path: Path
+    rows: int
+    wall_seconds: float
+    counts: dict[str, int]
+    stage_rows: dict[str, int] = field(default_factory=dict)
+
+
+class _Progress:
+    """Prints rows done per stage, rows/s and time left, every ``interval`` seconds."""
+
+    def __init__(self, router: Any, labels: list[str], total: int, interval: float, emit: Callable):
+        self.router, self.labels, self.total = router, labels, total
+        self.interval, self.emit = interval, emit
+        self.done = 0
+        self.started = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> _Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.line()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.line()
+
+    def line(self) -> None:
+        try:
+            per_stage = ray.get(self.router.get_progress.remote(), timeout=10)
+        except Exception:
+            per_stage = {}
+        elapsed = time.perf_counter() - self.started
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        left = f"{(self.total - self.done) / rate:.0f}s" if rate > 0 else "?"
+        stages = " | ".join(f"{label} {per_stage.get(label, 0)}" for label in self.labels)
+        self.emit(
+            f"[pipeline] {stages} | done {self.done}/{self.total} ({rate:.1f} rows/s, {left} left)"
+        )
+
+
+def _quiet_ray_data() -> None:
+    """selfevo prints its own per-stage progress; Ray Data's would repeat it at length."""
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    context.enable_auto_log_stats = False
+
+
+def stage_labels(chain: list[Stage]) -> list[str]:
+    return [f"{i + 1}-{stage.name}" for i, stage in enumerate(chain)]
+
+
+def run_pipeline(
+    records: list[Record],
+    router: Any,
+    chain: list[Stage],
+    out_dir: str | Path,
+    *,
+    params: GenerationParams,
+    feedback_params: GenerationParams,
+    template_set: str = "default",
+    batch_size: int = 32,
+    workers_per_stage: int = 1,
+    progress_interval_s: float = 10.0,
+    emit: Callable[[str], None] = print,
+) -> PipelineResult:
+    """Run ``records`` through ``chain`` on the engine pool behind ``router``.
+
+    Returns:
+        Where the output is and what happened to every row. Raises AccountingError if the
+        output does not hold each input id exactly once.
+    """
+    out_dir = Path(out_dir)
+    (out_dir / "stages").mkdir(parents=True, exist_ok=True)
+    input_ids = [r.id for r in records]
+    if len(set(input_ids)) != len(input_ids):
+        raise ValueError("the pipeline's input has duplicate record ids")
+    _quiet_ray_data()
+    started = time.perf_counter()
+    blocks = [
+        records_to_table(records[i : i + batch_size]) for i in range(0, len(records), batch_size)
+    ]
+    dataset = ray.data.from_arrow(blocks or [records_to_table([])])
+    judged = any(stage.feedback for stage in chain)
+    labels = stage_labels(chain)
+    for stage, label in zip(chain, labels, strict=True):
+        dataset = dataset.map_batches(
+            StageWorker,
+            fn_constructor_kwargs={
+                "stage": stage.name,
+                "label": label,
+                "router": router,
+                "params": feedback_params if stage.feedback else params,
+                "template_set": template_set,
+                "judged": judged,
+                "out_dir": str(out_dir / "stages"),
+            },
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=workers_per_stage),
+            num_cpus=0,
+        )
+    output_path = out_dir / "output.parquet"
+    seen: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    with (
+        pq.ParquetWriter(output_path, RECORD_SCHEMA) as writer,
+        _Progress(router, labels, len(records), progress_interval_s, emit) as progress,
+    ):
+        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            batch = batch.select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA)
+            writer.write_table(batch)
+            seen.update(batch.column("id").to_pylist())
+            counts.update(status_counts(table_to_records(batch)))
+            progress.done += batch.num_rows
+    _check_accounting(input_ids, seen)
+    return PipelineResult(
+        output_path=output_path,
+        rows=sum(seen.values()),
+        wall_seconds=time.perf_counter() - started,
+        counts=dict(counts),
+        stage_rows=ray.get(router.get_progress.remote()),
+    )
+
+
+def _check_accounting(input_ids: list[str], seen: Counter[str]) -> None:
+    missing = [i for i in input_ids if i not in seen]
+    doubled = [i for i, n in seen.items() if n > 1]
+    foreign = set(seen) - set(input_ids)
+    if missing or doubled or foreign:
+        raise AccountingError(
+            f"output does not match input: {len(missing)} missing (e.g. {missing[:5]}), "
+            f"{len(doubled)} duplicated (e.g. {doubled[:5]}), {len(foreign)} unknown"
+        )

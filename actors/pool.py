@@ -1,0 +1,250 @@
+"""A pool of long-lived engine actors shared by every stage of a round.
+
+The pool is an async router actor in front of N engine actors. Each engine sits in its own
+placement-group bundle (a TP-sized GPU bundle on clusters, a fraction of a CPU here). Stage
+UDFs anywhere in the cluster call ``router.generate``; the router sends each request to the
+engine with the fewest requests in flight. When an engine dies the router starts a new one
+in the same bundle, loads the current weights into it, and retries the request there, so a
+lost engine costs time but never a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import asdict
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from actors.engines import build_engine, engine_kwargs
+from selfevo.config import SelfEvoConfig
+from selfevo.generation import Completion, GenerationParams
+from selfevo.records import Message
+
+log = logging.getLogger(__name__)
+ENGINE_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+@ray.remote
+class EngineActor:
+    """One engine (HF or vLLM) in its own process."""
+
+    def __init__(self, backend: str, kwargs: dict[str, Any], num_threads: int | None = None):
+        if backend == "hf" and num_threads:
+            kwargs = {**kwargs, "num_threads": num_threads}
+        self.engine = build_engine(backend, **kwargs)
+
+    def generate(self, prompts: list, params: GenerationParams) -> list[list[Completion]]:
+        return self.engine.generate(prompts, params)
+
+    def load_weights(self, checkpoint_dir: str) -> int:
+        return self.engine.load_weights(checkpoint_dir)
+
+    def load_lora(self, adapter_dir: str, base: str | None = None) -> int:
+        return self.engine.load_lora(adapter_dir, base)
+
+    def load_state_dict(self, tensors: dict) -> int:
+        return self.engine.load_state_dict(tensors)
+
+    def sleep(self) -> None:
+        self.engine.sleep()
+
+    def wake(self) -> None:
+        self.engine.wake()
+
+    def stats(self) -> dict[str, Any]:
+        return asdict(self.engine.get_stats())
+
+    def ping(self) -> bool:
+        return True
+
+
+@ray.remote
+class EngineRouter:
+    """Routes generate calls to the least busy engine and restarts engines that die."""
+
+    def __init__(
+        self,
+        backend: str,
+        kwargs: dict[str, Any],
+        num_engines: int,
+        bundle: dict[str, float],
+        pg: Any,
+        num_threads: int | None,
+        max_retries: int = 3,
+    ):
+        self.backend, self.kwargs, self.bundle, self.pg = backend, kwargs, bundle, pg
+        self.num_threads, self.max_retries = num_threads, max_retries
+        self.weights: tuple[str, ...] | None = None
+        self.asleep = False
+        self.restarts = 0
+        self.progress: dict[str, int] = defaultdict(int)
+        self.engines = [self._start(i) for i in range(num_engines)]
+        self.in_flight = [0] * num_engines
+
+    def _start(self, index: int) -> Any:
+        engine = EngineActor.options(
+            num_cpus=self.bundle.get("CPU", 0),
+            num_gpus=self.bundle.get("GPU", 0),
+            scheduling_strategy=PlacementGroupSchedulingStrategy(
+                placement_group=self.pg, placement_group_bundle_index=index
+            ),
+        ).remote(self.backend, self.kwargs, self.num_threads)
+        # Calls from one caller run in order, so these land before any later generate.
+        if self.weights is not None:
+            getattr(engine, self.weights[0]).remote(*self.weights[1:])
+        if self.asleep:
+            engine.sleep.remote()
+        return engine
+
+    def _restart(self, index: int, dead: Any) -> None:
+        if self.engines[index] is not dead:  # another request already replaced it
+            return
+        log.warning("engine %d died; starting a replacement", index)
+        ray.kill(dead, no_restart=True)
+        self.restarts += 1
+        self.engines[index] = self._start(index)
+
+    async def generate(
+        self, prompts: list[str | list[Message]], params: GenerationParams
+    ) -> list[list[Completion]]:
+        last_error: Exception | None = None
+        for _ in range(self.max_retries + 1):
+            index = min(range(len(self.engines)), key=self.in_flight.__getitem__)
+            engine = self.engines[index]
+            self.in_flight[index] += 1
+            try:
+                return await engine.generate.remote(prompts, params)
+            except ENGINE_FAILURES as exc:
+                last_error = exc
+                self._restart(index, engine)
+            finally:
+                self.in_flight[index] -= 1
+        raise RuntimeError(
+            f"generate failed after {self.max_retries} engine restarts: {last_error}"
+        )
+
+    async def _broadcast(self, method: str, *args: Any) -> list[Any]:
+        return await asyncio.gather(*(getattr(e, method).remote(*args) for e in self.engines))
+
+    async def load_weights(self, checkpoint_dir: str) -> list[int]:
+        self.weights = ("load_weights", checkpoint_dir)
+        return await self._broadcast("load_weights", checkpoint_dir)
+
+    async def load_lora(self, adapter_dir: str, base: str | None = None) -> list[int]:
+        self.weights = ("load_lora", adapter_dir, base)
+        return await self._broadcast("load_lora", adapter_dir, base)
+
+    async def sleep(self) -> None:
+        self.asleep = True
+        await self._broadcast("sleep")
+
+    async def wake(self) -> None:
+        self.asleep = False
+        await self._broadcast("wake")
+
+    async def check_health(self, timeout_s: float = 30.0) -> int:
+        """Ping every engine; restart the ones that do not answer. Returns how many."""
+        restarted = 0
+        for index, engine in enumerate(list(self.engines)):
+            try:
+                await asyncio.wait_for(engine.ping.remote(), timeout_s)
+            except (asyncio.TimeoutError, *ENGINE_FAILURES):
+                self._restart(index, engine)
+                restarted += 1
+        return restarted
+
+    async def stats(self) -> dict[str, Any]:
+        per_engine = await self._broadcast("stats")
+        return {"engines": per_engine, "restarts": self.restarts}
+
+    def report(self, stage: str, rows: int) -> None:
+        self.progress[stage] += rows
+
+    def get_progress(self) -> dict[str, int]:
+        return dict(self.progress)
+
+    def engine_handles(self) -> list[Any]:
+        return list(self.engines)
+
+
+class EnginePool:
+    """The driver's handle on the router: place engines, generate, hand over weights, stop.
+
+    Args:
+        kwargs: engine arguments (see :func:`actors.engines.engine_kwargs`), incl. ``backend``.
+        num_engines: engine actors to start.
+        cpus_per_engine / gpus_per_engine: each engine's placement-group bundle.
+    """
+
+    def __init__(
+        self,
+        kwargs: dict[str, Any],
+        num_engines: int = 1,
+        cpus_per_engine: float = 0.5,
+        gpus_per_engine: int = 0,
+        num_threads: int | None = None,
+        ready_timeout_s: float = 600.0,
+    ):
+        kwargs = dict(kwargs)
+        backend = kwargs.pop("backend")
+        bundle = {"CPU": cpus_per_engine}
+        if gpus_per_engine:
+            bundle["GPU"] = gpus_per_engine
+        self.pg = placement_group([dict(bundle) for _ in range(num_engines)], strategy="PACK")
+        try:
+            ray.get(self.pg.ready(), timeout=ready_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            remove_placement_group(self.pg)
+            raise RuntimeError(
+                f"could not place {num_engines} engine(s) of {bundle} within "
+                f"{ready_timeout_s:.0f}s: the cluster has {ray.cluster_resources()}"
+            ) from None
+        self.router = EngineRouter.options(num_cpus=0, max_concurrency=1000).remote(
+            backend, kwargs, num_engines, bundle, self.pg, num_threads
+        )
+        self.num_engines = num_engines
+
+    @classmethod
+    def from_config(cls, config: SelfEvoConfig, model_path: str | None = None) -> EnginePool:
+        engine = config.engine
+        kwargs = engine_kwargs(config, model_path)
+        gpus = engine.tensor_parallel_size if kwargs["backend"] == "vllm" else 0
+        threads = max(1, int(engine.cpus_per_engine))
+        return cls(kwargs, engine.num_engines, engine.cpus_per_engine, gpus, threads)
+
+    def generate(self, prompts: list, params: GenerationParams) -> list[list[Completion]]:
+        return ray.get(self.router.generate.remote(prompts, params))
+
+    def load_weights(self, checkpoint_dir: str) -> list[int]:
+        return ray.get(self.router.load_weights.remote(checkpoint_dir))
+
+    def load_lora(self, adapter_dir: str, base: str | None = None) -> list[int]:
+        return ray.get(self.router.load_lora.remote(adapter_dir, base))
+
+    def sleep(self) -> None:
+        ray.get(self.router.sleep.remote())
+
+    def wake(self) -> None:
+        ray.get(self.router.wake.remote())
+
+    def check_health(self) -> int:
+        return ray.get(self.router.check_health.remote())
+
+    def stats(self) -> dict[str, Any]:
+        return ray.get(self.router.stats.remote())
+
+    def wait_ready(self) -> None:
+        """Block until every engine has loaded its model."""
+        ray.get([e.ping.remote() for e in ray.get(self.router.engine_handles.remote())])
+
+    def shutdown(self) -> None:
+        for engine in ray.get(self.router.engine_handles.remote()):
+            ray.kill(engine)
+        ray.kill(self.router)
+        remove_placement_group(self.pg)

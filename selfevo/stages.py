@@ -1,0 +1,214 @@
+"""The stages of a SELF round as pure functions over records.
+
+A generating stage is three functions: ``select`` (which rows it works on), ``messages`` (the
+prompt for a row) and ``apply`` (write a completion back, or reject the row with a reason).
+The Ray plumbing in ``actors.pipeline`` only moves batches and calls an engine; everything
+that decides what happens to a row is here, and is tested without Ray.
+
+The chain is generate -> feedback -> (refine -> rejudge) x k -> filter. Refinement touches
+only rows judged incorrect, and the latest refinement replaces the earlier one. A row that a
+stage rejects passes through the remaining stages untouched, so every input row reaches the
+output exactly once. Departures from SELF: a response cut off at ``max_new_tokens`` is
+rejected outright (its final answer is missing), and a critique cut off before its verdict
+line is rejected with a reason that names the limit to raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from selfevo.generation import LENGTH, Completion
+from selfevo.parsers import parse_judgement
+from selfevo.records import CORRECT, INCORRECT, PENDING, Message, Record, Reject
+from selfevo.templates import answer_messages, build_messages
+
+GENERATE, FEEDBACK, REFINE, REJUDGE, FILTER = "generate", "feedback", "refine", "rejudge", "filter"
+STAGE_NAMES = (GENERATE, FEEDBACK, REFINE, REJUDGE, FILTER)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the chain. ``feedback`` stages use ``sampling.feedback_max_new_tokens``."""
+
+    name: str
+    select: Callable[[Record], bool]
+    messages: Callable[[Record, str], list[Message]]
+    apply: Callable[[Record, Completion, int], None]
+    feedback: bool = False
+
+    @property
+    def generates(self) -> bool:
+        return self.name != FILTER
+
+
+def expand_samples(records: Iterable[Record], n: int, round_index: int = 0) -> list[Record]:
+    """One row per (prompt, sample): ids ``<prompt_id>#<k>``, the round stamped on each."""
+    out = []
+    for record in records:
+        for k in range(n):
+            row = Record.from_row(record.to_row())
+            row.id, row.sample_index, row.round = f"{record.prompt_id}#{k}", k, round_index
+            out.append(row)
+    return out
+
+
+def latest_response(record: Record) -> str | None:
+    return record.refined_response if record.refined_response is not None else record.response
+
+
+def latest_judgement(record: Record) -> str | None:
+    return record.refined_judgement if record.refined_response is not None else record.judgement
+
+
+def _latest_feedback(record: Record) -> str | None:
+    return record.refined_feedback if record.refined_response is not None else record.feedback
+
+
+# --- generate ----------------------------------------------------------------------------
+
+
+def _needs_response(record: Record) -> bool:
+    return record.status == PENDING and record.response is None
+
+
+def _apply_response(record: Record, completion: Completion, max_tokens: int) -> None:
+    record.response = completion.text
+    if completion.finish_reason == LENGTH:
+        record.reject(Reject.TRUNCATED, f"response hit max_new_tokens={max_tokens}")
+    elif not completion.text.strip():
+        record.reject(Reject.EMPTY_RESPONSE)
+
+
+# --- feedback and re-judge ---------------------------------------------------------------
+
+
+def _feedback_messages(record: Record, template_set: str) -> list[Message]:
+    return build_messages(
+        "feedback",
+        task=record.task,
+        template_set=template_set,
+        question=record.question_text(),
+        response=latest_response(record) or "",
+    )
+
+
+def _judge(feedback: Completion, max_tokens: int, what: str) -> tuple[str | None, str | None]:
+    verdict = parse_judgement(feedback.text)
+    if verdict.judgement is None and feedback.finish_reason == LENGTH:
+        return None, (
+            f"{what} cut at {max_tokens} tokens before its verdict line "
+            "(raise sampling.feedback_max_new_tokens)"
+        )
+    return verdict.judgement, None if verdict.judgement else f"{what}: {verdict.reason}"
+
+
+def _needs_feedback(record: Record) -> bool:
+    return record.status == PENDING and record.response is not None and record.feedback is None
+
+
+def _apply_feedback(record: Record, completion: Completion, max_tokens: int) -> None:
+    record.feedback = completion.text
+    record.judgement, problem = _judge(completion, max_tokens, "feedback")
+    if problem:
+        record.reject(Reject.NO_JUDGEMENT, problem)
+
+
+def _needs_rejudge(record: Record) -> bool:
+    return (
+        record.status == PENDING
+        and record.refined_response is not None
+        and record.refined_judgement is None
+    )
+
+
+def _apply_rejudge(record: Record, completion: Completion, max_tokens: int) -> None:
+    record.refined_feedback = completion.text
+    record.refined_judgement, problem = _judge(completion, max_tokens, "re-judge")
+    if problem:
+        record.reject(Reject.NO_JUDGEMENT, problem)
+
+
+# --- refine ------------------------------------------------------------------------------
+
+
+def _needs_refinement(record: Record) -> bool:
+    return record.status == PENDING and latest_judgement(record) == INCORRECT
+
+
+def _refine_messages(record: Record, template_set: str) -> list[Message]:
+    return build_messages(
+        "refine",
+        task=record.task,
+        template_set=template_set,
+        question=record.question_text(),
+        response=latest_response(record) or "",
+        feedback=_latest_feedback(record) or "",
+    )
+
+
+def _apply_refinement(record: Record, completion: Completion, max_tokens: int) -> None:
+    record.refined_response = completion.text
+    record.refined_feedback = record.refined_judgement = None
+    record.meta["refinements"] = str(int(record.meta.get("refinements", "0")) + 1)
+    if completion.finish_reason == LENGTH:
+        record.reject(Reject.TRUNCATED, f"refinement hit max_new_tokens={max_tokens}")
+    elif not completion.text.strip():
+        record.reject(Reject.EMPTY_RESPONSE, "empty refinement")
+
+
+# --- filter ------------------------------------------------------------------------------
+
+
+def finalize(record: Record, judged: bool = True) -> Record:
+    """The self-filter: keep the first response judged correct, reject the rest with a reason.
+
+    With ``judged=False`` (a chain without a feedback stage) every pending response is kept.
+    """
+    if record.status != PENDING:
+        return record
+    if not judged:
+        return record.keep(latest_response(record) or "")
+    if record.judgement == CORRECT:
+        return record.keep(record.response or "")
+    if record.refined_response is not None and record.refined_judgement == CORRECT:
+        return record.keep(record.refined_response)
+    attempts = record.meta.get("refinements", "0")
+    return record.reject(Reject.JUDGED_INCORRECT, f"after {attempts} refinement(s)")
+
+
+def _never(record: Record) -> bool:
+    return False
+
+
+def _no_messages(record: Record, template_set: str) -> list[Message]:
+    raise AssertionError("the filter stage does not generate")
+
+
+def _no_apply(record: Record, completion: Completion, max_tokens: int) -> None:
+    raise AssertionError("the filter stage does not generate")
+
+
+STAGES: dict[str, Stage] = {
+    GENERATE: Stage(GENERATE, _needs_response, lambda r, t: answer_messages(r, t), _apply_response),
+    FEEDBACK: Stage(FEEDBACK, _needs_feedback, _feedback_messages, _apply_feedback, feedback=True),
+    REFINE: Stage(REFINE, _needs_refinement, _refine_messages, _apply_refinement),
+    REJUDGE: Stage(REJUDGE, _needs_rejudge, _feedback_messages, _apply_rejudge, feedback=True),
+    FILTER: Stage(FILTER, _never, _no_messages, _no_apply),
+}
+
+
+def self_chain(max_refinements: int = 1, stages: Iterable[str] | None = None) -> list[Stage]:
+    """The SELF stage chain, or the named subset of it (in chain order).
+
+    ``refine`` and ``rejudge`` repeat ``max_refinements`` times. The filter always ends the
+    chain, so every row leaves with a final status.
+    """
+    wanted = set(stages) if stages is not None else set(STAGE_NAMES)
+    unknown = wanted - set(STAGE_NAMES)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {sorted(unknown)}; expected some of {STAGE_NAMES}")
+    chain = [STAGES[name] for name in (GENERATE, FEEDBACK) if name in wanted]
+    for _ in range(max_refinements):
+        chain += [STAGES[name] for name in (REFINE, REJUDGE) if name in wanted]
+    return [*chain, STAGES[FILTER]]
