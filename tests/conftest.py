@@ -35,3 +35,27 @@ def tiny_chat_model_dir(tmp_path_factory) -> Path:
     return build_tiny_llama(
         tmp_path_factory.mktemp("tiny-chat-llama"), chat_template=CHATML_TEMPLATE
     )
+
+
+@pytest.fixture(scope="session")
+def varied_model_dirs(tmp_path_factory) -> tuple[Path, Path]:
+    """Two tiny Llamas (different seeds) whose random weights give varied text per prompt."""
+    from actors.models import build_tiny_llama
+
+    return tuple(
+        build_tiny_llama(
+            tmp_path_factory.mktemp(f"varied-{seed}"), initializer_range=0.3, seed=seed
+        )
+        for seed in (1, 2)
+    )
+
+
+def arithmetic_prompts(count: int, seed: int = 0) -> list[str]:
+    """Prompts of varied length, so batches need real padding."""
+    import random
+
+    rng = random.Random(seed)
+    return [
+        f"What is {rng.randint(1, 999)} + {rng.randint(1, 999)}?" + " Think." * rng.randint(0, 8)
+        for _ in range(count)
+    ]

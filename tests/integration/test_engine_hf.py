@@ -1,0 +1,146 @@
+"""The HF engine: batching never changes greedy results; weights reload exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from actors.engine_hf import EngineAsleepError, HFEngine  # noqa: E402
+from actors.engines import build_engine, choose_backend  # noqa: E402
+from actors.models import encode_prompt  # noqa: E402
+from selfevo.generation import LENGTH, STOP, GenerationParams  # noqa: E402
+from tests.conftest import arithmetic_prompts  # noqa: E402
+
+pytestmark = pytest.mark.integration
+GREEDY = GenerationParams(max_new_tokens=24)
+
+
+def _one_at_a_time(engine: HFEngine, prompt: str, max_new_tokens: int) -> str:
+    ids = torch.tensor([encode_prompt(engine.tokenizer, engine.render(prompt))])
+    with torch.no_grad():
+        out = engine.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=engine.tokenizer.pad_token_id,
+        )
+    return engine._completion(out[0, ids.shape[1] :].tolist(), GenerationParams()).text
+
+
+def test_greedy_batched_equals_model_generate_prompt_by_prompt(varied_model_dirs):
+    engine = HFEngine(str(varied_model_dirs[0]), max_batch_size=16)
+    prompts = arithmetic_prompts(64)
+    batched = engine.generate(prompts, GREEDY)
+    texts = [c[0].text for c in batched]
+    assert len(set(texts)) > 50, "outputs should vary, or the comparison proves little"
+    for prompt, text in zip(prompts, texts, strict=True):
+        assert text == _one_at_a_time(engine, prompt, 24)
+    assert {c[0].finish_reason for c in batched} <= {STOP, LENGTH}
+    stats = engine.get_stats()
+    assert stats.prompts == 64 and stats.output_tokens > 0 and stats.busy_seconds > 0
+
+
+def test_results_come_back_in_prompt_order_whatever_the_batch_size(varied_model_dirs):
+    prompts = arithmetic_prompts(20, seed=3)
+    small = HFEngine(str(varied_model_dirs[0]), max_batch_size=3).generate(prompts, GREEDY)
+    large = HFEngine(str(varied_model_dirs[0]), max_batch_size=64).generate(prompts, GREEDY)
+    assert [c[0].text for c in small] == [c[0].text for c in large]
+
+
+def test_load_weights_equals_a_fresh_engine(varied_model_dirs):
+    first, second = (str(p) for p in varied_model_dirs)
+    prompts = arithmetic_prompts(16, seed=5)
+    engine = HFEngine(first)
+    before = [c[0].text for c in engine.generate(prompts, GREEDY)]
+    assert engine.load_weights(second) == 1
+    after = [c[0].text for c in engine.generate(prompts, GREEDY)]
+    fresh = [c[0].text for c in HFEngine(second).generate(prompts, GREEDY)]
+    assert after == fresh and after != before
+
+
+def test_load_state_dict_equals_a_fresh_engine(varied_model_dirs):
+    from safetensors.torch import load_file
+
+    first, second = (str(p) for p in varied_model_dirs)
+    prompts = arithmetic_prompts(8, seed=6)
+    engine = HFEngine(first)
+    engine.load_state_dict(load_file(f"{second}/model.safetensors"))
+    fresh = HFEngine(second)
+    assert [c[0].text for c in engine.generate(prompts, GREEDY)] == [
+        c[0].text for c in fresh.generate(prompts, GREEDY)
+    ]
+    with pytest.raises(ValueError, match="do not fit"):
+        engine.load_state_dict({"nope": torch.zeros(1)})
+
+
+def test_load_lora_equals_the_merged_checkpoint(varied_model_dirs, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = str(varied_model_dirs[0])
+    torch.manual_seed(0)
+    peft_model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    peft_model.save_pretrained(tmp_path / "adapter")
+    peft_model.merge_and_unload().save_pretrained(tmp_path / "merged")
+    engine = HFEngine(base)
+    prompts = arithmetic_prompts(8, seed=7)
+    plain = [c[0].text for c in engine.generate(prompts, GREEDY)]
+    engine.load_lora(str(tmp_path / "adapter"))
+    with_adapter = [c[0].text for c in engine.generate(prompts, GREEDY)]
+    merged = HFEngine(str(tmp_path / "merged"), tokenizer=base)
+    assert with_adapter == [c[0].text for c in merged.generate(prompts, GREEDY)]
+    assert with_adapter != plain
+
+
+def test_sleep_refuses_generation_until_woken(varied_model_dirs):
+    engine = HFEngine(str(varied_model_dirs[0]))
+    engine.sleep()
+    with pytest.raises(EngineAsleepError):
+        engine.generate(["hi"], GREEDY)
+    engine.wake()
+    assert engine.generate(["hi"], GREEDY)[0][0].output_tokens > 0
+
+
+def test_stop_strings_cut_the_text(varied_model_dirs):
+    engine = HFEngine(str(varied_model_dirs[0]))
+    prompts = arithmetic_prompts(16, seed=8)
+    free = engine.generate(prompts, GenerationParams(max_new_tokens=24))
+    # Stop on the 4th character of each free output's text: every output must end before it.
+    stops = tuple({c[0].text[3] for c in free if len(c[0].text) > 4})
+    stopped = engine.generate(prompts, GenerationParams(max_new_tokens=24, stop=stops))
+    for completion in (c[0] for c in stopped):
+        assert not any(s in completion.text for s in stops)
+    assert any(c[0].finish_reason == STOP for c in stopped)
+
+
+def test_sampling_is_seeded_and_returns_n(varied_model_dirs):
+    engine = HFEngine(str(varied_model_dirs[0]))
+    params = GenerationParams(temperature=1.0, top_p=0.9, n=3, max_new_tokens=12, seed=11)
+    first = engine.generate(["What is 1+1?", "Hi"], params)
+    second = engine.generate(["What is 1+1?", "Hi"], params)
+    assert [len(c) for c in first] == [3, 3]
+    assert [[x.text for x in c] for c in first] == [[x.text for x in c] for c in second]
+    assert len({x.text for x in first[0]}) > 1
+
+
+def test_backend_choice():
+    assert choose_backend("auto", vllm_ok=True, gpu_ok=True) == "vllm"
+    assert choose_backend("auto", vllm_ok=True, gpu_ok=False) == "hf"
+    assert choose_backend("auto", vllm_ok=False, gpu_ok=True) == "hf"
+    assert choose_backend("hf", vllm_ok=True, gpu_ok=True) == "hf"
+    with pytest.raises(ValueError, match="unknown engine backend"):
+        build_engine("tpu", model="x")
+
+
+def test_vllm_engine_without_vllm_says_how_to_get_it():
+    from actors.engine_vllm import VLLMEngine, vllm_available
+
+    if vllm_available():
+        pytest.skip("vLLM is installed here; this checks the message shown where it is not")
+    with pytest.raises(RuntimeError, match=r"pip install -e '\.\[vllm\]'"):
+        VLLMEngine("any-model")
