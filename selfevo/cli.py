@@ -8,6 +8,7 @@ Heavy work (engines, training) is imported inside the subcommand that needs it, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -80,6 +81,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    config = load_config(args.config or DEFAULT_CONFIG, args.overrides)
+    model = args.model or config.model.name_or_path
+    if model.startswith("builtin:"):
+        raise ConfigError(f"model {model!r} is not built yet; pass --model DIR or a hub name")
+    from actors.commands import generate
+
+    stages = args.stages.split(",") if args.stages else None
+    # Libraries print to stdout (DeepSpeed's accelerator notice); keep stdout for the summary.
+    with contextlib.redirect_stdout(sys.stderr):
+        summary = generate(config, model, args.input, args.output, stages, args.format)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_bench_generate(args: argparse.Namespace) -> int:
+    with contextlib.redirect_stdout(sys.stderr):
+        from actors import bench
+
+        report = bench.run(
+            prompts=args.prompts,
+            max_new_tokens=args.max_new_tokens,
+            batch=args.batch_size,
+            pipeline=not args.engine_only,
+        )
+    print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="selfevo",
@@ -106,6 +136,32 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", help=".jsonl, .json (array) or .parquet")
     check.add_argument("--format", default="auto", choices=["auto", *FORMATS])
     check.set_defaults(func=cmd_data_check)
+
+    gen = commands.add_parser(
+        "generate", help="run prompts through generate -> feedback -> refine -> filter"
+    )
+    gen.add_argument("--model", help="checkpoint dir or hub name (default: model.name_or_path)")
+    gen.add_argument("--input", required=True, help="prompt file (.jsonl, .json, .parquet)")
+    gen.add_argument("--output", required=True, help="records out (.jsonl or .parquet)")
+    gen.add_argument(
+        "--stages", help="comma list of generate,feedback,refine,rejudge (default: all)"
+    )
+    gen.add_argument("--format", default="auto", choices=["auto", *FORMATS])
+    gen.add_argument("--config", help=f"YAML path or name under conf/ ({DEFAULT_CONFIG})")
+    gen.add_argument("overrides", nargs="*", help="key=value overrides")
+    gen.set_defaults(func=cmd_generate)
+
+    bench = commands.add_parser("bench", help="measure speed")
+    bench_commands = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
+    bench_gen = bench_commands.add_parser(
+        "generate", help="engine batching gain and pipeline overhead on tiny models"
+    )
+    bench_gen.add_argument("--json", action="store_true", help="print the report as JSON")
+    bench_gen.add_argument("--prompts", type=int, default=512)
+    bench_gen.add_argument("--max-new-tokens", type=int, default=32)
+    bench_gen.add_argument("--batch-size", type=int, default=64)
+    bench_gen.add_argument("--engine-only", action="store_true", help="skip the Ray pipeline part")
+    bench_gen.set_defaults(func=cmd_bench_generate)
 
     score = commands.add_parser("score", help="score predictions against a math benchmark")
     score.add_argument("--bench", required=True, choices=BENCHES)

@@ -1,0 +1,65 @@
+"""What the heavy CLI subcommands do; ``selfevo.cli`` imports this only when one runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from actors.pipeline import run_pipeline
+from actors.pool import EnginePool
+from actors.runtime import init_ray
+from selfevo.config import SelfEvoConfig
+from selfevo.generation import GenerationParams
+from selfevo.readers import read_prompts
+from selfevo.records import table_to_records
+from selfevo.stages import expand_samples, self_chain
+
+
+def write_records(parquet_path: Path, output: Path) -> None:
+    """Copy a records Parquet file to ``output`` (.parquet as is, .jsonl one row a line)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix == ".parquet":
+        shutil.copyfile(parquet_path, output)
+        return
+    if output.suffix != ".jsonl":
+        raise ValueError(f"--output must end in .jsonl or .parquet, got {output.name}")
+    with output.open("w") as sink:
+        for record in table_to_records(pq.read_table(parquet_path)):
+            row = record.to_row()
+            row["scores"], row["meta"] = dict(record.scores), dict(record.meta)
+            sink.write(json.dumps(row) + "\n")
+
+
+def generate(
+    config: SelfEvoConfig,
+    model: str,
+    input_path: str,
+    output_path: str,
+    stages: list[str] | None,
+    fmt: str,
+) -> dict:
+    """Run a prompt file through the pipeline; returns the status counts."""
+    prompts = read_prompts(input_path, fmt, task=config.recipe.task).raise_if_bad()
+    records = expand_samples(prompts.records, config.sampling.n)
+    output = Path(output_path)
+    work_dir = output.with_name(output.stem + ".stages")
+    init_ray(config.cluster)
+    pool = EnginePool.from_config(config, model_path=model)
+    try:
+        params = GenerationParams.from_config(config.sampling, n=1)
+        result = run_pipeline(
+            records,
+            pool.router,
+            self_chain(config.recipe.max_refinements, stages),
+            work_dir,
+            params=params,
+            feedback_params=params.with_(max_new_tokens=config.sampling.feedback_max_new_tokens),
+            template_set=config.recipe.template_set,
+        )
+    finally:
+        pool.shutdown()
+    write_records(result.output_path, output)
+    return {"output": str(output), "stage_files": str(work_dir / "stages"), **result.counts}
