@@ -203,6 +203,15 @@ class TrainConfig:
     offload_params: bool = False
     checkpoint_every_steps: int = 0
     max_failures: int = 2
+    # CPUs each Ray Train worker reserves (fractions leave room for Ray Data on small hosts).
+    cpus_per_worker: float = 1.0
+    # Peak dense bf16 TFLOP/s of one GPU, for MFU (989 for H100 SXM, ~790 measured on H200).
+    gpu_peak_tflops: float = 0.0
+    # Record which example ids made up each of the first N optimizer steps, per rank
+    # (<output>/batches/rank<r>.jsonl): to check data sharding. 0 turns it off.
+    log_batch_ids_steps: int = 0
+    # A training file for `selfevo train`: SFT rows or pipeline records (kept rows train).
+    data: str | None = None
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 
@@ -270,6 +279,9 @@ _RULES: list[tuple[str, Any, str]] = [
     ("train.warmup_ratio", lambda v: 0 <= v < 1, "a number in [0, 1)"),
     ("train.epochs", lambda v: v >= 1, "an integer >= 1"),
     ("train.lora.r", lambda v: v >= 1, "an integer >= 1"),
+    ("train.cpus_per_worker", lambda v: v > 0, "a number > 0"),
+    ("train.gpu_peak_tflops", lambda v: v >= 0, "a number >= 0"),
+    ("train.checkpoint_every_steps", lambda v: v >= 0, "an integer >= 0 (0: only at the end)"),
     ("eval.num_problems", lambda v: v >= 1, "an integer >= 1"),
     ("eval.sc_samples", lambda v: v >= 1, "an integer >= 1"),
     ("cluster.num_nodes", lambda v: v >= 1, "an integer >= 1"),

@@ -1,0 +1,527 @@
+"""Supervised fine-tuning with Ray Train and DeepSpeed ZeRO (stage 0, 2 or 3).
+
+The training set (a Parquet file of :class:`selfevo.training.TrainExample` rows) is read
+lazily, tokenised by a Ray Data step and streamed to the workers with ``get_dataset_shard``.
+Each example is tokenised exactly as the engines prompt: the prompt ids of
+:func:`actors.models.encode_prompt` on :func:`selfevo.templates.render_prompt`'s text, then
+the target ids; the loss covers target tokens only. Sequences over ``model.max_seq_len`` are
+cut at the end and counted in the metrics.
+
+Workers run DeepSpeed on the process group Ray Train sets up (gloo on CPU, NCCL on GPU), with
+fp32 on CPU and bf16 on GPU; the optimizer is AdamW and the schedule is ours
+(:func:`selfevo.training.learning_rate_at`). Every ``train.checkpoint_every_steps`` the workers
+save a DeepSpeed checkpoint and report it to Ray Train; a run restarted after a worker dies
+(``FailureConfig``) resumes from the last one. Those resume checkpoints are DeepSpeed's own
+format, written and read only by the run itself. The output is an ordinary Hugging Face
+checkpoint in safetensors (ZeRO-3 shards consolidated), reloaded and compared against the
+in-memory model's logits before the run is called done.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from selfevo.config import SelfEvoConfig
+from selfevo.records import Message
+from selfevo.training import TrainExample, deepspeed_config, learning_rate_at
+
+IGNORE = -100
+DONE_FILE = "train_summary.json"
+PROBE_TEXT = "### Request:\nWhat is 12 + 34?\n\n### Response:\n12 + 34 = 46"
+LOGIT_TOLERANCE = 1e-4
+_EXAMPLE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        ("target", pa.string()),
+        ("source", pa.string()),
+    ]
+)
+
+
+def write_examples(examples: list[TrainExample], path: str | Path) -> Path:
+    """Write a training set as Parquet (what the trainer streams from)."""
+    rows = [
+        {
+            "id": e.id,
+            "messages": [asdict(m) for m in e.messages],
+            "target": e.target,
+            "source": e.source,
+        }
+        for e in examples
+    ]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=_EXAMPLE_SCHEMA), path)
+    return path
+
+
+def tokenize_example(
+    tokenizer: Any, messages: list[Message], target: str, max_len: int
+) -> dict[str, Any]:
+    """Input ids and labels (-100 over the prompt) of one example, cut at ``max_len``."""
+    from actors.models import encode_prompt
+    from selfevo.templates import render_training_example
+
+    prompt_text, target_text = render_training_example(messages, target, tokenizer)
+    prompt_ids = encode_prompt(tokenizer, prompt_text)
+    target_ids = tokenizer(target_text, add_special_tokens=False)["input_ids"]
+    input_ids = prompt_ids + target_ids
+    labels = [IGNORE] * len(prompt_ids) + target_ids
+    truncated = len(input_ids) > max_len
+    return {
+        "input_ids": input_ids[:max_len],
+        "labels": labels[:max_len],
+        "truncated": truncated,
+    }
+
+
+class Tokenize:
+    """Ray Data UDF: training-set rows -> input_ids / labels."""
+
+    def __init__(self, tokenizer_path: str, max_len: int):
+        from actors.models import load_tokenizer
+
+        self.tokenizer = load_tokenizer(tokenizer_path)
+        self.max_len = max_len
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, list] = {
+            "id": list(batch["id"]),
+            "input_ids": [],
+            "labels": [],
+            "truncated": [],
+        }
+        for messages, target in zip(batch["messages"], batch["target"], strict=True):
+            parsed = [Message(m["role"], m["content"]) for m in messages]
+            row = tokenize_example(self.tokenizer, parsed, target, self.max_len)
+            for key in ("input_ids", "labels", "truncated"):
+                out[key].append(row[key])
+        return out
+
+
+def masked_loss_sum(logits: Any, labels: Any) -> tuple[Any, Any]:
+    """Summed next-token cross entropy over target positions, and how many there are."""
+    import torch.nn.functional as F
+
+    shifted_logits = logits[:, :-1, :].float()
+    shifted_labels = labels[:, 1:]
+    loss = F.cross_entropy(
+        shifted_logits.reshape(-1, shifted_logits.size(-1)),
+        shifted_labels.reshape(-1),
+        ignore_index=IGNORE,
+        reduction="sum",
+    )
+    return loss, (shifted_labels != IGNORE).sum()
+
+
+def collate(rows: list[tuple[list[int], list[int]]], pad_id: int, device: str) -> dict[str, Any]:
+    """Right-padded input ids, attention mask and labels."""
+    import torch
+
+    width = max(len(ids) for ids, _ in rows)
+    ids = [list(i) + [pad_id] * (width - len(i)) for i, _ in rows]
+    labels = [list(lab) + [IGNORE] * (width - len(lab)) for _, lab in rows]
+    mask = [[1] * len(i) + [0] * (width - len(i)) for i, _ in rows]
+    as_tensor = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
+    return {
+        "input_ids": as_tensor(ids),
+        "attention_mask": as_tensor(mask),
+        "labels": as_tensor(labels),
+    }
+
+
+def _micro_batches(shard: Any, micro_batch: int, group: int = 8):
+    """Micro-batches of similar length: sort within groups of ``group`` micro-batches."""
+    for batch in shard.iter_batches(batch_size=micro_batch * group, batch_format="numpy"):
+        rows = sorted(
+            zip(batch["input_ids"], batch["labels"], batch["truncated"], batch["id"], strict=True),
+            key=lambda row: len(row[0]),
+        )
+        for start in range(0, len(rows), micro_batch):
+            yield rows[start : start + micro_batch]
+
+
+# --- the per-worker loop ---------------------------------------------------------------
+
+
+def _build_model(cfg: dict[str, Any], device: str) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if cfg["bf16"] else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(cfg["model"], dtype=dtype, use_safetensors=True)
+    if cfg["gradient_checkpointing"]:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    if cfg["lora"]["enabled"]:
+        from peft import LoraConfig, get_peft_model
+
+        lora = cfg["lora"]
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=lora["r"],
+                lora_alpha=lora["alpha"],
+                lora_dropout=lora["dropout"],
+                target_modules=list(lora["target_modules"]),
+                task_type="CAUSAL_LM",
+            ),
+        )
+    return model.to(device)
+
+
+def _restore(engine: Any) -> dict[str, int]:
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return {"step": 0, "micro_step": 0}
+    with checkpoint.as_directory() as directory:
+        _, client_state = engine.load_checkpoint(directory, tag="resume")
+    return {"step": client_state["step"], "micro_step": client_state["micro_step"]}
+
+
+def _save_resume_checkpoint(engine: Any, state: dict[str, int], metrics: dict[str, Any]) -> None:
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as directory:
+        engine.save_checkpoint(directory, tag="resume", client_state=state)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def _all_reduce_sum(values: list[float], device: str) -> list[float]:
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def _consolidated_state_dict(engine: Any, zero_stage: int) -> dict[str, Any] | None:
+    """The full state dict on rank 0 (gathered layer by layer under ZeRO-3), else None."""
+    if zero_stage == 3:
+        return engine._zero3_consolidated_16bit_state_dict()  # what accelerate uses too
+    module = engine.module
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def _probe_logits(model: Any, tokenizer: Any, device: str) -> Any:
+    import torch
+
+    ids = torch.tensor([tokenizer(PROBE_TEXT)["input_ids"]], device=device)
+    with torch.no_grad():
+        return model(input_ids=ids).logits.float().cpu()
+
+
+def _save_hf_checkpoint(
+    engine: Any, tokenizer: Any, cfg: dict[str, Any], rank: int, device: str
+) -> dict[str, Any]:
+    """Save the trained model as safetensors on rank 0 and check it reloads to the same logits."""
+    import torch
+    from safetensors.torch import save_file
+
+    out = Path(cfg["output_dir"]) / "hf"
+    in_memory = _probe_logits(engine, tokenizer, device)  # every rank: ZeRO-3 gathers inside
+    state = _consolidated_state_dict(engine, cfg["zero_stage"])
+    result: dict[str, Any] = {}
+    if rank == 0:
+        module = engine.module
+        if cfg["lora"]["enabled"]:
+            module.load_state_dict(state)  # rank 0's copy becomes the full trained model
+            module.save_pretrained(out / "adapter", safe_serialization=True)
+            if cfg["lora"]["merge"]:
+                module.merge_and_unload().save_pretrained(out, safe_serialization=True)
+        else:
+            module.save_pretrained(out, state_dict=state, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        save_file(
+            {"logits": in_memory.contiguous()},
+            str(Path(cfg["output_dir"]) / "probe_logits.safetensors"),
+        )
+        if not cfg["lora"]["enabled"] or cfg["lora"]["merge"]:
+            from actors.models import load_model
+
+            reloaded = _probe_logits(load_model(str(out), dtype="float32"), tokenizer, "cpu")
+            diff = float((reloaded - in_memory.float()).abs().max())
+            result["reload_max_abs_logit_diff"] = diff
+            if not torch.isfinite(torch.tensor(diff)) or diff > LOGIT_TOLERANCE * (
+                1 if not cfg["bf16"] else 100
+            ):
+                raise RuntimeError(
+                    f"the saved checkpoint's logits differ from the trained model's by {diff}"
+                )
+        result["hf_checkpoint"] = str(out)
+    return result
+
+
+def train_loop(cfg: dict[str, Any]) -> None:
+    """What each Ray Train worker runs."""
+    if not cfg["use_gpu"]:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+    import ray.train
+    import torch
+
+    from actors.models import load_tokenizer
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = f"cuda:{context.get_local_rank()}" if cfg["use_gpu"] else "cpu"
+    if cfg["use_gpu"]:
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(cfg["threads_per_worker"])
+    pid_dir = Path(cfg["output_dir"]) / "pids"
+    pid_dir.mkdir(parents=True, exist_ok=True)
+    (pid_dir / f"rank{rank}.pid").write_text(str(os.getpid()))
+    torch.manual_seed(cfg["seed"])
+    tokenizer = load_tokenizer(cfg["tokenizer"])
+    model = _build_model(cfg, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
+    engine, optimizer, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer, config=cfg["deepspeed"]
+    )
+    state = _restore(engine)
+    shard = ray.train.get_dataset_shard("train")
+    total, accumulation = cfg["total_steps"], cfg["gradient_accumulation_steps"]
+    window = {
+        "loss": 0.0,
+        "tokens": 0.0,
+        "target_tokens": 0.0,
+        "truncated": 0.0,
+        "started": time.perf_counter(),
+    }
+    micro_seen = 0
+    for _ in range(cfg["epochs"]):
+        for rows in _micro_batches(shard, cfg["micro_batch_size"]):
+            micro_seen += 1
+            if micro_seen <= state["micro_step"]:
+                continue  # consumed before the restart
+            if state["step"] >= total:
+                break
+            batch = collate([(r[0], r[1]) for r in rows], tokenizer.pad_token_id, device)
+            lr = learning_rate_at(
+                state["step"], total, cfg["learning_rate"], cfg["warmup_steps"], cfg["lr_schedule"]
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            logits = engine(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits
+            loss_sum, n_target = masked_loss_sum(logits, batch["labels"])
+            engine.backward(loss_sum / n_target.clamp(min=1))
+            engine.step()
+            window["loss"] += float(loss_sum)
+            window["target_tokens"] += float(n_target)
+            window["tokens"] += float(batch["attention_mask"].sum())
+            window["truncated"] += sum(bool(r[2]) for r in rows)
+            if state["step"] < cfg["log_batch_ids_steps"]:
+                _log_batch_ids(cfg, rank, state["step"] + 1, [str(r[3]) for r in rows])
+            state["micro_step"] = micro_seen
+            if micro_seen % accumulation:
+                continue
+            state["step"] += 1
+            _end_of_step(engine, cfg, state, window, lr, rank, world, device)
+    summary = _save_hf_checkpoint(engine, tokenizer, cfg, rank, device)
+    final = {"step": state["step"], "done": 1, **summary}
+    if rank == 0:  # the HF checkpoint is the run's Ray Train checkpoint too
+        ray.train.report(
+            final, checkpoint=ray.train.Checkpoint.from_directory(summary["hf_checkpoint"])
+        )
+    else:
+        ray.train.report(final)
+
+
+def _log_batch_ids(cfg: dict[str, Any], rank: int, step: int, ids: list[str]) -> None:
+    directory = Path(cfg["output_dir"]) / "batches"
+    directory.mkdir(exist_ok=True)
+    with open(directory / f"rank{rank}.jsonl", "a") as sink:
+        sink.write(json.dumps({"step": step, "ids": ids}) + "\n")
+
+
+def _end_of_step(engine, cfg, state, window, lr, rank, world, device) -> None:
+
+    loss, target_tokens, tokens, truncated = _all_reduce_sum(
+        [window["loss"], window["target_tokens"], window["tokens"], window["truncated"]], device
+    )
+    elapsed = time.perf_counter() - window["started"]
+    metrics = {
+        "step": state["step"],
+        "loss": loss / max(target_tokens, 1.0),
+        "lr": lr,
+        "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
+        "truncated": int(truncated),
+        "world_size": world,
+    }
+    if cfg["peak_flops"] > 0:
+        metrics["mfu"] = (
+            metrics["tokens_per_s"] * cfg["flops_per_token"] / (cfg["peak_flops"] * world)
+        )
+    if rank == 0:
+        with open(Path(cfg["output_dir"]) / "metrics.jsonl", "a") as sink:
+            sink.write(json.dumps(metrics) + "\n")
+        print(
+            f"[train] step {state['step']}/{cfg['total_steps']} loss {metrics['loss']:.4f} "
+            f"lr {lr:.2e} {metrics['tokens_per_s']:.0f} tok/s",
+            flush=True,
+        )
+    every = cfg["checkpoint_every_steps"]
+    if every and state["step"] % every == 0 and state["step"] < cfg["total_steps"]:
+        _save_resume_checkpoint(engine, dict(state), metrics)
+    window.update(
+        loss=0.0, tokens=0.0, target_tokens=0.0, truncated=0.0, started=time.perf_counter()
+    )
+
+
+# --- the driver side ---------------------------------------------------------------------
+
+
+@dataclass
+class TrainSummary:
+    output_dir: str
+    hf_checkpoint: str
+    steps: int
+    examples: int
+    final_loss: float | None
+    wall_seconds: float
+    reload_max_abs_logit_diff: float | None = None
+    skipped: bool = False
+
+
+def _flops_per_token(model_path: str, seq_len: int) -> float:
+    from transformers import AutoConfig
+
+    from selfevo.training import train_flops_per_token
+
+    config = AutoConfig.from_pretrained(model_path)
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    vocab, inter = config.vocab_size, getattr(config, "intermediate_size", 4 * hidden)
+    params = layers * (4 * hidden * hidden + 3 * hidden * inter) + vocab * hidden
+    return train_flops_per_token(params, layers, hidden, seq_len)
+
+
+def train(
+    config: SelfEvoConfig,
+    training_set: str | Path,
+    model_path: str,
+    output_dir: str | Path,
+    *,
+    tokenizer_path: str | None = None,
+) -> TrainSummary:
+    """Fine-tune ``model_path`` on a training-set Parquet file; returns where the model went.
+
+    Asking again for an ``output_dir`` that already holds a finished run returns its summary
+    and trains nothing.
+    """
+    import ray.train
+    from ray.data import ExecutionOptions
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    output_dir = Path(output_dir).resolve()
+    done = output_dir / DONE_FILE
+    if done.is_file():
+        return TrainSummary(**{**json.loads(done.read_text()), "skipped": True})
+    output_dir.mkdir(parents=True, exist_ok=True)
+    train_cfg = config.train
+    examples = pq.ParquetFile(training_set).metadata.num_rows
+    if examples == 0:
+        raise ValueError(f"{training_set}: the training set is empty")
+    world = train_cfg.num_workers
+    per_step = train_cfg.micro_batch_size * train_cfg.gradient_accumulation_steps * world
+    steps = math.ceil(examples / per_step) * train_cfg.epochs
+    if train_cfg.max_steps > 0:
+        steps = min(steps, train_cfg.max_steps)
+    bf16 = train_cfg.use_gpu
+    tokenizer_path = tokenizer_path or config.model.tokenizer or model_path
+    dataset = ray.data.read_parquet(str(training_set)).map_batches(
+        Tokenize,
+        fn_constructor_kwargs={
+            "tokenizer_path": tokenizer_path,
+            "max_len": config.model.max_seq_len,
+        },
+        batch_size=64,
+        compute=ray.data.ActorPoolStrategy(size=1),
+        num_cpus=0,
+    )
+    loop_config = {
+        "model": model_path,
+        "tokenizer": tokenizer_path,
+        "output_dir": str(output_dir),
+        "seed": config.run.seed,
+        "use_gpu": train_cfg.use_gpu,
+        "bf16": bf16,
+        "zero_stage": train_cfg.zero_stage,
+        "deepspeed": deepspeed_config(train_cfg, world, bf16),
+        "micro_batch_size": train_cfg.micro_batch_size,
+        "gradient_accumulation_steps": train_cfg.gradient_accumulation_steps,
+        "learning_rate": train_cfg.learning_rate,
+        "weight_decay": train_cfg.weight_decay,
+        "lr_schedule": train_cfg.lr_schedule.value,
+        "warmup_steps": int(steps * train_cfg.warmup_ratio),
+        "epochs": train_cfg.epochs,
+        "total_steps": steps,
+        "gradient_checkpointing": train_cfg.gradient_checkpointing,
+        "checkpoint_every_steps": train_cfg.checkpoint_every_steps,
+        "log_batch_ids_steps": train_cfg.log_batch_ids_steps,
+        "lora": asdict(train_cfg.lora),
+        "threads_per_worker": max(1, int(train_cfg.cpus_per_worker)),
+        "peak_flops": train_cfg.gpu_peak_tflops * 1e12 if train_cfg.use_gpu else 0.0,
+        "flops_per_token": _flops_per_token(model_path, config.model.max_seq_len),
+    }
+    trainer = TorchTrainer(
+        train_loop_per_worker=train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=world,
+            use_gpu=train_cfg.use_gpu,
+            resources_per_worker={
+                "CPU": train_cfg.cpus_per_worker,
+                **({"GPU": 1} if train_cfg.use_gpu else {}),
+            },
+        ),
+        run_config=ray.train.RunConfig(
+            name="ray_train",
+            storage_path=str(output_dir),
+            failure_config=ray.train.FailureConfig(max_failures=train_cfg.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+        datasets={"train": dataset},
+        dataset_config=ray.train.DataConfig(
+            execution_options=ExecutionOptions(preserve_order=True)
+        ),
+        torch_config=TorchConfig(backend="nccl" if train_cfg.use_gpu else "gloo"),
+    )
+    started = time.perf_counter()
+    result = trainer.fit()
+    final = result.metrics or {}
+    metrics_file = output_dir / "metrics.jsonl"
+    losses = (
+        [json.loads(line)["loss"] for line in metrics_file.read_text().splitlines()]
+        if metrics_file.exists()
+        else []
+    )
+    summary = TrainSummary(
+        output_dir=str(output_dir),
+        hf_checkpoint=final.get("hf_checkpoint", str(output_dir / "hf")),
+        steps=int(final.get("step", steps)),
+        examples=examples,
+        final_loss=losses[-1] if losses else None,
+        wall_seconds=time.perf_counter() - started,
+        reload_max_abs_logit_diff=final.get("reload_max_abs_logit_diff"),
+    )
+    done.write_text(json.dumps(asdict(summary), indent=2))
+    return summary

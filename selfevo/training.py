@@ -1,0 +1,147 @@
+"""Pure training logic: what to train on, the DeepSpeed config, the schedule, and MFU.
+
+Training examples are (prompt messages, target text) pairs. They come from kept round records
+(the final response is the target), from meta-skill records, or from a plain SFT file
+``{"prompt" | "messages", "response"}``. The mode picks the data and the starting weights:
+
+- ``restart``: from the meta-skill (or base) model, on D_meta + every round's data so far
+  (SELF's default);
+- ``continual``: from the previous round's model, on this round's data;
+- ``latest``: from the base model, on this round's data only (I-SHEEP's default).
+
+In every mode ``train.meta_mix_ratio`` x |D_meta| meta-skill examples are mixed back in, so
+the model keeps its ability to critique and refine. Nothing here imports torch or DeepSpeed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from selfevo.records import KEPT, Message, Record
+from selfevo.templates import answer_messages
+
+
+@dataclass(frozen=True)
+class TrainExample:
+    id: str
+    messages: tuple[Message, ...]
+    target: str
+    source: str = "round"
+
+
+def examples_from_records(records: Iterable[Record], source: str = "round") -> list[TrainExample]:
+    """Kept records become (answer prompt, final response) examples; others are skipped."""
+    return [
+        TrainExample(r.id, tuple(answer_messages(r)), r.final_response or "", source)
+        for r in records
+        if r.status == KEPT and r.final_response
+    ]
+
+
+def examples_from_rows(rows: Iterable[dict[str, Any]], source: str = "sft") -> list[TrainExample]:
+    """Rows ``{"id"?, "prompt" | "messages", "response"}`` (or a records row) as examples.
+
+    Raises:
+        ValueError: naming the row index and the field, for a row that is not an example.
+    """
+    examples = []
+    for index, row in enumerate(rows):
+        if "status" in row and "prompt_id" in row:  # a pipeline record
+            examples += examples_from_records([Record.from_row(row)], source)
+            continue
+        target = row.get("response", row.get("target"))
+        if not isinstance(target, str) or not target:
+            raise ValueError(f"row {index}: field 'response' must be a non-empty string")
+        if isinstance(row.get("messages"), list):
+            messages = tuple(Message(m["role"], m["content"]) for m in row["messages"])
+        elif isinstance(row.get("prompt"), str) and row["prompt"]:
+            messages = (Message("user", row["prompt"]),)
+        else:
+            raise ValueError(f"row {index}: needs a non-empty 'prompt' or a 'messages' list")
+        examples.append(TrainExample(str(row.get("id", index)), messages, target, source))
+    return examples
+
+
+def mix_training_set(
+    mode: str,
+    meta: list[TrainExample],
+    rounds: list[list[TrainExample]],
+    meta_mix_ratio: float,
+    seed: int = 0,
+) -> list[TrainExample]:
+    """The training set for the newest round, shuffled with ``seed``.
+
+    Args:
+        mode: ``restart`` (all rounds), ``continual`` or ``latest`` (the newest round only).
+        meta: the meta-skill corpus D_meta.
+        rounds: each round's kept examples, oldest first.
+        meta_mix_ratio: how many meta examples to mix in, as a fraction of |D_meta|
+            (1.0 = all of it; above 1 repeats it).
+    """
+    if mode not in ("restart", "continual", "latest"):
+        raise ValueError(f"unknown training mode {mode!r}; expected restart, continual or latest")
+    rng = random.Random(seed)
+    own = (
+        [e for data in rounds for e in data]
+        if mode == "restart"
+        else list(rounds[-1] if rounds else [])
+    )
+    wanted = round(len(meta) * meta_mix_ratio)
+    mixed_meta = [meta[i % len(meta)] for i in range(wanted)] if meta else []
+    if wanted < len(meta):
+        mixed_meta = rng.sample(meta, wanted)
+    out = own + mixed_meta
+    rng.shuffle(out)
+    return out
+
+
+def learning_rate_at(
+    step: int, total_steps: int, base_lr: float, warmup_steps: int, schedule: str
+) -> float:
+    """Linear warmup to ``base_lr``, then cosine or linear decay to 0, or constant."""
+    if warmup_steps and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if schedule == "constant" or total_steps <= warmup_steps:
+        return base_lr
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "linear":
+        return base_lr * (1.0 - progress)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def deepspeed_config(train: Any, world_size: int, bf16: bool) -> dict[str, Any]:
+    """The DeepSpeed config for a ``TrainConfig`` (schedule and optimizer stay ours)."""
+    zero: dict[str, Any] = {"stage": train.zero_stage}
+    if train.zero_stage >= 2:
+        zero.update(overlap_comm=False, contiguous_gradients=True)
+    if train.zero_stage == 3:
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    if train.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if train.offload_params and train.zero_stage == 3:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    return {
+        "train_micro_batch_size_per_gpu": train.micro_batch_size,
+        "gradient_accumulation_steps": train.gradient_accumulation_steps,
+        "train_batch_size": train.micro_batch_size * train.gradient_accumulation_steps * world_size,
+        "gradient_clipping": train.max_grad_norm,
+        "zero_optimization": zero,
+        "bf16": {"enabled": bf16},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def train_flops_per_token(num_params: int, num_layers: int, hidden: int, seq_len: int) -> float:
+    """Forward + backward FLOPs per token: 6N plus attention's 12 * layers * hidden * seq."""
+    return 6.0 * num_params + 12.0 * num_layers * hidden * seq_len
+
+
+def mfu(tokens_per_s: float, flops_per_token: float, peak_flops: float) -> float:
+    """Model FLOPs utilisation: achieved training FLOP/s over the hardware's peak."""
+    return tokens_per_s * flops_per_token / peak_flops if peak_flops > 0 else 0.0
