@@ -197,7 +197,12 @@ def _save_resume_checkpoint(engine: Any, state: dict[str, int], metrics: dict[st
 
     with tempfile.TemporaryDirectory() as directory:
         engine.save_checkpoint(directory, tag="resume", client_state=state)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        # One folder per step for every rank's shards; Ray Train registers it once all report.
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(directory),
+            checkpoint_dir_name=f"resume_step{state['step']:07d}",
+        )
 
 
 def _all_reduce_sum(values: list[float], device: str) -> list[float]:
@@ -234,6 +239,7 @@ def _save_hf_checkpoint(
     from safetensors.torch import save_file
 
     out = Path(cfg["output_dir"]) / "hf"
+    engine.module.eval()  # dropout (LoRA's) off: the probe must be deterministic
     in_memory = _probe_logits(engine, tokenizer, device)  # every rank: ZeRO-3 gathers inside
     state = _consolidated_state_dict(engine, cfg["zero_stage"])
     result: dict[str, Any] = {}
