@@ -51,6 +51,13 @@ _EXAMPLE_SCHEMA = pa.schema(
 
 def write_examples(examples: list[TrainExample], path: str | Path) -> Path:
     """Write a training set as Parquet (what the trainer streams from)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(_examples_table(examples), path)
+    return path
+
+
+def _examples_table(examples: list[TrainExample]) -> pa.Table:
     rows = [
         {
             "id": e.id,
@@ -60,10 +67,7 @@ def write_examples(examples: list[TrainExample], path: str | Path) -> Path:
         }
         for e in examples
     ]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=_EXAMPLE_SCHEMA), path)
-    return path
+    return pa.Table.from_pylist(rows, schema=_EXAMPLE_SCHEMA)
 
 
 def tokenize_example(
@@ -531,3 +535,51 @@ def train(
     )
     done.write_text(json.dumps(asdict(summary), indent=2))
     return summary
+
+
+def _iter_rows(path: Path, chunk: int):
+    """Rows of a JSONL/Parquet file a chunk at a time (a .json array is read whole)."""
+    if path.suffix == ".parquet":
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk):
+            yield from batch.to_pylist()
+    elif path.suffix == ".jsonl":
+        with path.open() as source:
+            for number, line in enumerate(source, 1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise ValueError(
+                            f"{path}: line {number}: malformed JSON: {exc.msg}"
+                        ) from None
+    elif path.suffix == ".json":
+        yield from json.loads(path.read_text())
+    else:
+        raise ValueError(f"{path}: training data must be .jsonl, .json or .parquet")
+
+
+def convert_training_file(source: str | Path, target: str | Path, chunk: int = 1024) -> int:
+    """Turn SFT rows or pipeline records into the training-set Parquet, streaming.
+
+    Returns:
+        How many examples were written (records that were not kept are skipped).
+    """
+    from selfevo.training import examples_from_rows
+
+    source, target = Path(source), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written, buffer = 0, []
+    with pq.ParquetWriter(target, _EXAMPLE_SCHEMA) as writer:
+        for row in _iter_rows(source, chunk):
+            buffer.append(row)
+            if len(buffer) == chunk:
+                written += _write_chunk(writer, examples_from_rows(buffer))
+                buffer = []
+        if buffer:
+            written += _write_chunk(writer, examples_from_rows(buffer))
+    return written
+
+
+def _write_chunk(writer: Any, examples: list[TrainExample]) -> int:
+    writer.write_table(_examples_table(examples))
+    return len(examples)

@@ -96,6 +96,47 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    name, overrides = _split_config_and_overrides(args.config, args.overrides)
+    config = load_config(name, overrides)
+    if not config.train.data:
+        raise ConfigError("selfevo train needs train.data=FILE (SFT rows or pipeline records)")
+    model = config.model.name_or_path
+    if model.startswith("builtin:"):
+        raise ConfigError(f"model {model!r} is not built yet; set model.name_or_path=DIR")
+    with contextlib.redirect_stdout(sys.stderr):
+        from dataclasses import asdict
+
+        from actors.runtime import init_ray
+        from actors.trainer import convert_training_file, train
+
+        output = Path(config.run.output_dir) / config.run.name / "train"
+        training_set = output / "training_set.parquet"
+        count = convert_training_file(config.train.data, training_set)
+        print(f"training set: {count} examples from {config.train.data}")
+        init_ray(config.cluster)
+        summary = train(config, training_set, model, output)
+    print(json.dumps(asdict(summary), indent=2))
+    return 0
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    with contextlib.redirect_stdout(sys.stderr):
+        from actors import bench_train
+
+        report = bench_train.run(
+            zero_stage=args.zero_stage,
+            workers=args.workers,
+            hidden_size=args.hidden_size,
+            num_layers=args.num_layers,
+            steps=args.steps,
+            use_gpu=args.gpu,
+            peak_tflops=args.peak_tflops,
+        )
+    print(json.dumps(report, indent=2 if args.json else None))
+    return 0
+
+
 def cmd_bench_generate(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         from actors import bench
@@ -162,6 +203,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench_gen.add_argument("--batch-size", type=int, default=64)
     bench_gen.add_argument("--engine-only", action="store_true", help="skip the Ray pipeline part")
     bench_gen.set_defaults(func=cmd_bench_generate)
+    bench_train = bench_commands.add_parser(
+        "train", help="training tokens/s (and MFU on GPU) through Ray Train + DeepSpeed"
+    )
+    bench_train.add_argument("--json", action="store_true", help="print the report as JSON")
+    bench_train.add_argument("--zero-stage", type=int, default=2, choices=[0, 1, 2, 3])
+    bench_train.add_argument("--workers", type=int, default=2)
+    bench_train.add_argument("--hidden-size", type=int, default=256)
+    bench_train.add_argument("--num-layers", type=int, default=4)
+    bench_train.add_argument("--steps", type=int, default=12)
+    bench_train.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16")
+    bench_train.add_argument("--peak-tflops", type=float, default=0.0, help="for MFU on GPU")
+    bench_train.set_defaults(func=cmd_bench_train)
+
+    trainp = commands.add_parser("train", help="fine-tune on a records or SFT file (train.data)")
+    trainp.add_argument(
+        "config", nargs="?", help=f"YAML path or name under conf/ ({DEFAULT_CONFIG})"
+    )
+    trainp.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.data=FILE")
+    trainp.set_defaults(func=cmd_train)
 
     score = commands.add_parser("score", help="score predictions against a math benchmark")
     score.add_argument("--bench", required=True, choices=BENCHES)
