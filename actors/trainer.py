@@ -381,6 +381,12 @@ def _end_of_step(engine, cfg, state, window, lr, rank, world, device) -> None:
         metrics["mfu"] = (
             metrics["tokens_per_s"] * cfg["flops_per_token"] / (cfg["peak_flops"] * world)
         )
+    if rank == 0 and target_tokens == 0:
+        print(
+            f"[train] warning: step {state['step']} had no target tokens: every target was cut "
+            f"off at model.max_seq_len={cfg['max_seq_len']} ({int(truncated)} truncated)",
+            flush=True,
+        )
     if rank == 0:
         with open(Path(cfg["output_dir"]) / "metrics.jsonl", "a") as sink:
             sink.write(json.dumps(metrics) + "\n")
@@ -487,6 +493,7 @@ def train(
         "gradient_checkpointing": train_cfg.gradient_checkpointing,
         "checkpoint_every_steps": train_cfg.checkpoint_every_steps,
         "log_batch_ids_steps": train_cfg.log_batch_ids_steps,
+        "max_seq_len": config.model.max_seq_len,
         "lora": asdict(train_cfg.lora),
         "threads_per_worker": max(1, int(train_cfg.cpus_per_worker)),
         "peak_flops": train_cfg.gpu_peak_tflops * 1e12 if train_cfg.use_gpu else 0.0,

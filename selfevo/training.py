@@ -99,6 +99,22 @@ def mix_training_set(
     return out
 
 
+def starting_model(mode: str, base: str, meta_model: str | None, previous: str | None) -> str:
+    """The weights a round's fine-tuning starts from.
+
+    ``restart`` starts from the meta-skill model (the base model when there is none);
+    ``continual`` from the previous round's model (the meta/base model in the first round);
+    ``latest`` from the base model.
+    """
+    if mode == "restart":
+        return meta_model or base
+    if mode == "continual":
+        return previous or meta_model or base
+    if mode == "latest":
+        return base
+    raise ValueError(f"unknown training mode {mode!r}; expected restart, continual or latest")
+
+
 def learning_rate_at(
     step: int, total_steps: int, base_lr: float, warmup_steps: int, schedule: str
 ) -> float:
@@ -122,6 +138,7 @@ def deepspeed_config(train: Any, world_size: int, bf16: bool) -> dict[str, Any]:
         zero["stage3_gather_16bit_weights_on_model_save"] = True
     if train.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    config_extra = {"zero_force_ds_cpu_optimizer": False} if train.offload_optimizer else {}
     if train.offload_params and train.zero_stage == 3:
         zero["offload_param"] = {"device": "cpu", "pin_memory": True}
     return {
@@ -134,6 +151,8 @@ def deepspeed_config(train: Any, world_size: int, bf16: bool) -> dict[str, Any]:
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
+        # Our AdamW stays in charge under offload too (DeepSpeed would want its CPUAdam op).
+        **config_extra,
     }
 
 

@@ -248,3 +248,22 @@ def test_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, workspace):
     resumed_from = steps[restart] - 1
     assert resumed_from > 0 and resumed_from % 4 == 0, f"resumed after step {resumed_from}"
     assert int((out / "pids" / "rank1.pid").read_text()) != killed["pid"]
+
+
+def test_zero3_with_offload_and_gradient_checkpointing(ray_cluster, workspace):
+    root, model, data = workspace
+    summary = train(
+        _config(
+            "train.zero_stage=3",
+            "train.offload_params=true",
+            "train.offload_optimizer=true",
+            "train.gradient_checkpointing=true",
+            "train.max_steps=3",
+        ),
+        data,
+        model,
+        root / "offload",
+    )
+    losses = [m["loss"] for m in _losses(root / "offload")]
+    assert summary.steps == 3 and all(0 < loss < 10 for loss in losses)
+    assert summary.reload_max_abs_logit_diff <= 1e-5

@@ -14,6 +14,7 @@ from selfevo.training import (
     learning_rate_at,
     mfu,
     mix_training_set,
+    starting_model,
     train_flops_per_token,
 )
 
@@ -115,3 +116,13 @@ def test_flops_and_mfu_arithmetic():
     assert flops == pytest.approx(6 * 7e9 + 12 * 32 * 4096 * 4096)
     assert mfu(1000.0, flops, 989e12) == pytest.approx(1000 * flops / 989e12)
     assert mfu(1.0, 1.0, 0.0) == 0.0
+
+
+def test_starting_model_by_mode():
+    assert starting_model("restart", "base", "meta", "prev") == "meta"
+    assert starting_model("restart", "base", None, "prev") == "base"
+    assert starting_model("continual", "base", "meta", "prev") == "prev"
+    assert starting_model("continual", "base", "meta", None) == "meta"
+    assert starting_model("latest", "base", "meta", "prev") == "base"
+    with pytest.raises(ValueError):
+        starting_model("other", "b", None, None)
