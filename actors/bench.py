@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from actors.engine_hf import HFEngine
-from actors.models import build_tiny_llama, encode_prompt
+from actors.engine_hf import HFEngine, generate_unbatched
+from actors.models import build_tiny_llama
 from selfevo.generation import GenerationParams
 from selfevo.records import Record
 
@@ -40,22 +40,8 @@ def bench_prompts(count: int, seed: int = 0) -> list[str]:
 
 
 def _naive_loop(engine: HFEngine, prompts: list[str], max_new_tokens: int) -> tuple[list[str], int]:
-    texts, tokens = [], 0
-    params = GenerationParams(max_new_tokens=max_new_tokens)
-    for prompt in prompts:
-        ids = torch.tensor([encode_prompt(engine.tokenizer, engine.render(prompt))])
-        with torch.inference_mode():
-            out = engine.model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=engine.tokenizer.pad_token_id,
-            )
-        completion = engine._completion(out[0, ids.shape[1] :].tolist(), params)
-        texts.append(completion.text)
-        tokens += completion.output_tokens
-    return texts, tokens
+    completions = [generate_unbatched(engine, p, max_new_tokens) for p in prompts]
+    return [c.text for c in completions], sum(c.output_tokens for c in completions)
 
 
 def bench_engine(

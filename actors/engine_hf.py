@@ -209,3 +209,21 @@ class HFEngine:
 
     def get_stats(self) -> EngineStats:
         return self.stats
+
+
+def generate_unbatched(engine: HFEngine, prompt: Prompt, max_new_tokens: int) -> Completion:
+    """Greedy ``model.generate`` on one unpadded prompt: the reference batching must equal."""
+    ids = torch.tensor(
+        [encode_prompt(engine.tokenizer, engine.render(prompt))], device=engine.device
+    )
+    with torch.inference_mode():
+        out = engine.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=engine.tokenizer.pad_token_id,
+        )
+    completion = engine._completion(out[0, ids.shape[1] :].tolist(), GenerationParams())
+    completion.prompt_tokens = ids.shape[1]
+    return completion

@@ -6,27 +6,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from actors.engine_hf import EngineAsleepError, HFEngine  # noqa: E402
+from actors.engine_hf import EngineAsleepError, HFEngine, generate_unbatched  # noqa: E402
 from actors.engines import build_engine, choose_backend  # noqa: E402
-from actors.models import encode_prompt  # noqa: E402
 from selfevo.generation import LENGTH, STOP, GenerationParams  # noqa: E402
 from tests.conftest import arithmetic_prompts  # noqa: E402
 
 pytestmark = pytest.mark.integration
 GREEDY = GenerationParams(max_new_tokens=24)
-
-
-def _one_at_a_time(engine: HFEngine, prompt: str, max_new_tokens: int) -> str:
-    ids = torch.tensor([encode_prompt(engine.tokenizer, engine.render(prompt))])
-    with torch.no_grad():
-        out = engine.model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=engine.tokenizer.pad_token_id,
-        )
-    return engine._completion(out[0, ids.shape[1] :].tolist(), GenerationParams()).text
 
 
 def test_greedy_batched_equals_model_generate_prompt_by_prompt(varied_model_dirs):
@@ -36,7 +22,7 @@ def test_greedy_batched_equals_model_generate_prompt_by_prompt(varied_model_dirs
     texts = [c[0].text for c in batched]
     assert len(set(texts)) > 50, "outputs should vary, or the comparison proves little"
     for prompt, text in zip(prompts, texts, strict=True):
-        assert text == _one_at_a_time(engine, prompt, 24)
+        assert text == generate_unbatched(engine, prompt, 24).text
     assert {c[0].finish_reason for c in batched} <= {STOP, LENGTH}
     stats = engine.get_stats()
     assert stats.prompts == 64 and stats.output_tokens > 0 and stats.busy_seconds > 0
