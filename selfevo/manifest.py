@@ -1,0 +1,155 @@
+"""The run manifest: the round state machine of a self-evolution run, kept on disk.
+
+A run is an ordered list of steps:
+
+    meta.label -> meta.train -> round0.eval ->
+    [roundN.generate -> roundN.critique -> roundN.filter -> roundN.train -> roundN.handoff
+     -> roundN.eval] for N = 1..T -> report
+
+Each step is ``pending``, ``running`` or ``done`` and keeps its outputs (paths) and metrics.
+The manifest is rewritten atomically after every change, so a killed run leaves it readable;
+running the same command again resumes at the first step that is not done and never redoes a
+finished one. Asking for more rounds than a run has keeps its finished rounds and adds the new
+ones (the report is redone). A run directory is tied to its config by a hash of the settings
+that change results; resuming it with different ones is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+PENDING, RUNNING, DONE = "pending", "running", "done"
+ROUND_STEPS = ("generate", "critique", "filter", "train", "handoff", "eval")
+MANIFEST_FILE = "manifest.json"
+# Settings that change where or how fast a run goes, not what it computes.
+_NOT_HASHED = {
+    ("run", "output_dir"),
+    ("run", "log_level"),
+    ("cluster", "address"),
+    ("cluster", "num_cpus"),
+}
+
+
+class ManifestError(RuntimeError):
+    pass
+
+
+def plan_steps(rounds: int) -> list[str]:
+    """Every step of a run with ``rounds`` self-evolution rounds, in order."""
+    steps = ["meta.label", "meta.train", "round0.eval"]
+    for index in range(1, rounds + 1):
+        steps += [f"round{index}.{name}" for name in ROUND_STEPS]
+    return [*steps, "report"]
+
+
+def config_hash(resolved: dict[str, Any]) -> str:
+    """A stable hash of the resolved config, leaving out settings that do not change results."""
+    trimmed = {
+        section: {k: v for k, v in values.items() if (section, k) not in _NOT_HASHED}
+        if isinstance(values, dict)
+        else values
+        for section, values in resolved.items()
+    }
+    text = json.dumps(trimmed, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Step:
+    name: str
+    status: str = PENDING
+    started: float | None = None
+    seconds: float | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    path: Path
+    config_hash: str
+    steps: list[Step]
+
+    @classmethod
+    def open(cls, run_dir: str | Path, config_hash: str, rounds: int) -> Manifest:
+        """Load the run's manifest, or start one. Raises ManifestError on a config mismatch."""
+        path = Path(run_dir) / MANIFEST_FILE
+        if not path.exists():
+            manifest = cls(path, config_hash, [Step(name) for name in plan_steps(rounds)])
+            manifest.save()
+            return manifest
+        data = json.loads(path.read_text())
+        if data["config_hash"] != config_hash:
+            raise ManifestError(
+                f"{path.parent} holds a run with another config (hash {data['config_hash']}, "
+                f"now {config_hash}); pick a new run.name or delete that directory"
+            )
+        recorded = [Step(**s) for s in data["steps"] if s["name"] != "report"]
+        report = next((Step(**s) for s in data["steps"] if s["name"] == "report"), Step("report"))
+        planned = plan_steps(rounds)[:-1]
+        if [s.name for s in recorded] != planned[: len(recorded)] or len(recorded) > len(planned):
+            raise ManifestError(
+                f"{path}: its steps do not match a {rounds}-round plan (a run can gain rounds, "
+                "not lose them)"
+            )
+        if len(recorded) < len(planned):  # more rounds asked for: the report is redone after
+            report = Step("report")
+        steps = recorded + [Step(name) for name in planned[len(recorded) :]] + [report]
+        return cls(path, config_hash, steps)
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".json.tmp")
+        data = {"config_hash": self.config_hash, "steps": [asdict(s) for s in self.steps]}
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, self.path)
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(f"no step {name!r} in this run's plan")
+
+    def is_done(self, name: str) -> bool:
+        return self.step(name).status == DONE
+
+    def next_step(self) -> str | None:
+        """The first step that is not done (a step left ``running`` by a killed run is redone)."""
+        return next((s.name for s in self.steps if s.status != DONE), None)
+
+    def start(self, name: str) -> None:
+        if name != self.next_step():
+            raise ManifestError(f"cannot start {name!r}: the next step is {self.next_step()!r}")
+        step = self.step(name)
+        step.status, step.started = RUNNING, time.time()
+        self.save()
+
+    def finish(
+        self,
+        name: str,
+        outputs: dict[str, str] | None = None,
+        metrics: dict[str, Any] | None = None,
+    ) -> None:
+        step = self.step(name)
+        if step.status != RUNNING:
+            raise ManifestError(f"cannot finish {name!r}: it is {step.status}")
+        step.status = DONE
+        step.seconds = time.time() - (step.started or time.time())
+        step.outputs, step.metrics = dict(outputs or {}), dict(metrics or {})
+        self.save()
+
+    def complete(self) -> bool:
+        return self.next_step() is None
+
+    def comparable(self) -> list[dict[str, Any]]:
+        """The steps without timings: what two runs of the same config must agree on."""
+        return [
+            {"name": s.name, "status": s.status, "outputs": s.outputs, "metrics": s.metrics}
+            for s in self.steps
+        ]

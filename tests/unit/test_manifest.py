@@ -1,0 +1,82 @@
+"""The run manifest: plan, resume at the first unfinished step, refuse a changed config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from selfevo.config import load_config
+from selfevo.manifest import DONE, RUNNING, Manifest, ManifestError, config_hash, plan_steps
+
+
+def _hash(*overrides: str) -> str:
+    return config_hash(
+        OmegaConf.to_container(OmegaConf.structured(load_config("demo", list(overrides))))
+    )
+
+
+def test_plan_has_meta_rounds_and_report():
+    steps = plan_steps(2)
+    assert steps[:3] == ["meta.label", "meta.train", "round0.eval"]
+    assert steps[3:9] == [
+        f"round1.{s}" for s in ("generate", "critique", "filter", "train", "handoff", "eval")
+    ]
+    assert steps[-1] == "report" and len(steps) == 3 + 12 + 1
+
+
+def test_steps_run_in_order_and_resume_after_a_kill(tmp_path):
+    manifest = Manifest.open(tmp_path, "h", rounds=1)
+    for name in ("meta.label", "meta.train"):
+        manifest.start(name)
+        manifest.finish(name, outputs={"dir": f"/x/{name}"}, metrics={"n": 1})
+    manifest.start("round0.eval")  # killed here: left running
+    with pytest.raises(ManifestError, match="next step"):
+        manifest.start("round1.generate")
+    reopened = Manifest.open(tmp_path, "h", rounds=1)
+    assert reopened.next_step() == "round0.eval"
+    assert reopened.step("round0.eval").status == RUNNING
+    assert reopened.is_done("meta.train") and reopened.step("meta.train").outputs == {
+        "dir": "/x/meta.train"
+    }
+
+
+def test_finishing_every_step_completes_the_run(tmp_path):
+    manifest = Manifest.open(tmp_path, "h", rounds=1)
+    while (name := manifest.next_step()) is not None:
+        manifest.start(name)
+        manifest.finish(name)
+    assert manifest.complete()
+    assert all(
+        s["status"] == DONE for s in json.loads((tmp_path / "manifest.json").read_text())["steps"]
+    )
+    with pytest.raises(ManifestError, match="cannot finish"):
+        manifest.finish("report")
+
+
+def test_more_rounds_extend_a_finished_plan(tmp_path):
+    manifest = Manifest.open(tmp_path, "h", rounds=1)
+    while (name := manifest.next_step()) is not None:
+        manifest.start(name)
+        manifest.finish(name)
+    # A longer run on the same config: rounds so far stay done, the new ones are pending.
+    longer = Manifest.open(tmp_path, "h", rounds=2)
+    assert longer.is_done("round1.eval") and longer.next_step() == "round2.generate"
+    assert [s.name for s in longer.steps] == plan_steps(2)
+    assert longer.step("report").status == "pending"
+    with pytest.raises(ManifestError, match="not lose them"):
+        Manifest.open(tmp_path, "h", rounds=0)
+
+
+def test_changed_config_is_refused(tmp_path):
+    Manifest.open(tmp_path, _hash(), rounds=1)
+    with pytest.raises(ManifestError, match="another config"):
+        Manifest.open(tmp_path, _hash("train.learning_rate=0.5"), rounds=1)
+
+
+def test_hash_ignores_where_and_how_fast():
+    assert _hash() == _hash(
+        "run.output_dir=/elsewhere", "cluster.num_cpus=8", "run.log_level=DEBUG"
+    )
+    assert _hash() != _hash("run.seed=1")
