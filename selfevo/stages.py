@@ -72,12 +72,17 @@ def _needs_response(record: Record) -> bool:
     return record.status == PENDING and record.response is None
 
 
+def _reject_unusable(record: Record, completion: Completion, max_tokens: int, what: str) -> None:
+    """A response cut off at the token limit, or empty, cannot be kept."""
+    if completion.finish_reason == LENGTH:
+        record.reject(Reject.TRUNCATED, f"{what} hit max_new_tokens={max_tokens}")
+    elif not completion.text.strip():
+        record.reject(Reject.EMPTY_RESPONSE, None if what == "response" else f"empty {what}")
+
+
 def _apply_response(record: Record, completion: Completion, max_tokens: int) -> None:
     record.response = completion.text
-    if completion.finish_reason == LENGTH:
-        record.reject(Reject.TRUNCATED, f"response hit max_new_tokens={max_tokens}")
-    elif not completion.text.strip():
-        record.reject(Reject.EMPTY_RESPONSE)
+    _reject_unusable(record, completion, max_tokens, "response")
 
 
 # --- feedback and re-judge ---------------------------------------------------------------
@@ -151,10 +156,7 @@ def _apply_refinement(record: Record, completion: Completion, max_tokens: int) -
     record.refined_response = completion.text
     record.refined_feedback = record.refined_judgement = None
     record.meta["refinements"] = str(int(record.meta.get("refinements", "0")) + 1)
-    if completion.finish_reason == LENGTH:
-        record.reject(Reject.TRUNCATED, f"refinement hit max_new_tokens={max_tokens}")
-    elif not completion.text.strip():
-        record.reject(Reject.EMPTY_RESPONSE, "empty refinement")
+    _reject_unusable(record, completion, max_tokens, "refinement")
 
 
 # --- filter ------------------------------------------------------------------------------

@@ -42,6 +42,19 @@ def pool(ray_cluster, varied_model_dirs):
     engines.shutdown()
 
 
+def _run(records, pool, out_dir, chain=None, batch_size=8, **kwargs):
+    return run_pipeline(
+        records,
+        pool.router,
+        chain or self_chain(1),
+        out_dir,
+        params=PARAMS,
+        feedback_params=PARAMS,
+        batch_size=batch_size,
+        **{"emit": lambda _: None, **kwargs},
+    )
+
+
 def _assert_every_row_once(result, records):
     rows = table_to_records(pq.read_table(result.output_path))
     assert sorted(r.id for r in rows) == sorted(r.id for r in records)
@@ -53,17 +66,7 @@ def _assert_every_row_once(result, records):
 def test_whole_chain_accounts_for_every_prompt(pool, tmp_path):
     records = _records(48, samples=2)  # 96 rows
     lines = []
-    result = run_pipeline(
-        records,
-        pool.router,
-        self_chain(1),
-        tmp_path,
-        params=PARAMS,
-        feedback_params=PARAMS,
-        batch_size=16,
-        progress_interval_s=1,
-        emit=lines.append,
-    )
+    result = _run(records, pool, tmp_path, batch_size=16, progress_interval_s=1, emit=lines.append)
     rows = _assert_every_row_once(result, records)
     assert result.rows == 96 and result.counts["pending"] == 0
     assert result.counts["kept"] + result.counts["rejected"] == 96
@@ -90,16 +93,7 @@ def test_killing_an_engine_mid_run_loses_and_duplicates_nothing(pool, tmp_path, 
 
     killer = threading.Thread(target=kill_when_generation_started)
     killer.start()
-    result = run_pipeline(
-        records,
-        pool.router,
-        self_chain(1),
-        tmp_path,
-        params=PARAMS,
-        feedback_params=PARAMS,
-        batch_size=8,
-        emit=lambda _: None,
-    )
+    result = _run(records, pool, tmp_path)
     killer.join()
     rows = _assert_every_row_once(result, records)
     assert pool.stats()["restarts"] >= 1
@@ -122,16 +116,7 @@ def test_restarted_engine_serves_the_current_weights(pool, varied_model_dirs, ra
 
 def test_generate_only_chain_keeps_every_response(pool, tmp_path):
     records = _records(16)
-    result = run_pipeline(
-        records,
-        pool.router,
-        self_chain(1, ["generate"]),
-        tmp_path,
-        params=PARAMS,
-        feedback_params=PARAMS,
-        batch_size=8,
-        emit=lambda _: None,
-    )
+    result = _run(records, pool, tmp_path, chain=self_chain(1, ["generate"]))
     rows = _assert_every_row_once(result, records)
     assert {r.status for r in rows} <= {"kept", "rejected"}
     assert all(r.feedback is None for r in rows)
