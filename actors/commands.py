@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from actors.coordinator import resolve_model
+from actors.evaluate import evaluate, refine
 from actors.pipeline import run_pipeline
 from actors.pool import EnginePool
 from actors.runtime import init_ray
+from selfevo import datasets
 from selfevo.config import SelfEvoConfig
 from selfevo.generation import GenerationParams
 from selfevo.readers import read_prompts
@@ -47,7 +50,7 @@ def generate(
     output = Path(output_path)
     work_dir = output.with_name(output.stem + ".stages")
     init_ray(config.cluster)
-    pool = EnginePool.from_config(config, model_path=model)
+    pool = EnginePool.from_config(config, model_path=resolve_model(model))
     try:
         params = GenerationParams.from_config(config.sampling, n=1)
         result = run_pipeline(
@@ -63,3 +66,36 @@ def generate(
         pool.shutdown()
     write_records(result.output_path, output)
     return {"output": str(output), "stage_files": str(work_dir / "stages"), **result.counts}
+
+
+def evaluate_checkpoint(config: SelfEvoConfig, model: str, output: str | Path) -> dict:
+    """``selfevo eval``: the held-out metrics of one checkpoint."""
+    problems = datasets.eval_problems(config)
+    init_ray(config.cluster)
+    pool = EnginePool.from_config(config, model_path=resolve_model(model))
+    try:
+        metrics = evaluate(config, pool.router, problems, output)
+    finally:
+        pool.shutdown()
+    return {"model": model, "problems": len(problems), **metrics}
+
+
+def refine_file(
+    config: SelfEvoConfig,
+    model: str,
+    input_path: str,
+    output: str,
+    samples: int,
+    max_iters: int,
+    fmt: str,
+) -> dict:
+    """``selfevo refine``: self-refined (and voted) answers for a prompt file."""
+    if samples < 1 or max_iters < 0:
+        raise ValueError("--samples must be >= 1 and --max-iters >= 0")
+    prompts = read_prompts(input_path, fmt, task=config.recipe.task).raise_if_bad().records
+    init_ray(config.cluster)
+    pool = EnginePool.from_config(config, model_path=resolve_model(model))
+    try:
+        return refine(config, pool.router, prompts, output, samples=samples, max_iters=max_iters)
+    finally:
+        pool.shutdown()

@@ -21,7 +21,7 @@ import requests
 
 from selfevo.parsers import parse_judgement
 from selfevo.records import INCORRECT, Message, Record, Reject
-from selfevo.templates import build_messages
+from selfevo.stages import feedback_prompt, refine_prompt
 
 RETRY_STATUS = {429, 500, 502, 503, 504}
 
@@ -126,20 +126,10 @@ class OpenAILabeler:
             list(pool.map(self._label_one, records))
         return records
 
-    def _messages(self, name: str, record: Record, **fields: str) -> list[Message]:
-        return build_messages(
-            name,
-            task=record.task,
-            template_set=self.template_set,
-            question=record.question_text(),
-            **fields,
-        )
-
     def _label_one(self, record: Record) -> None:
         try:
-            feedback = self.client.chat(
-                self._messages("feedback", record, response=record.response or "")
-            )
+            response = record.response or ""
+            feedback = self.client.chat(feedback_prompt(record, response, self.template_set))
             verdict = parse_judgement(feedback)
             record.feedback, record.judgement = feedback, verdict.judgement
             if verdict.judgement is None:
@@ -147,9 +137,7 @@ class OpenAILabeler:
                 return
             if verdict.judgement == INCORRECT:
                 record.refined_response = self.client.chat(
-                    self._messages(
-                        "refine", record, response=record.response or "", feedback=feedback
-                    )
+                    refine_prompt(record, response, feedback, self.template_set)
                 )
             record.keep(record.refined_response or record.response or "")
         except LabelerError as exc:

@@ -27,6 +27,16 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
+# The demo world's compact template: a character model pays for every header character.
+QA_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}Q: {{ message['content'] }}\n"
+    "{% elif message['role'] == 'assistant' %}A: {{ message['content'] }}</s>\n"
+    "{% else %}{{ message['content'] }}\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}A: {% endif %}"
+)
+
 
 def build_char_tokenizer(chars: str = CHAR_VOCAB, chat_template: str | None = None) -> Any:
     """A character-level fast tokenizer: one token per character plus four special tokens.

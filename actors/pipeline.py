@@ -82,8 +82,15 @@ class StageWorker:
         if not chosen:
             return
         prompts = [self.stage.messages(r, self.template_set) for r in chosen]
+        params = self.params
+        if not params.greedy and params.seed is not None:
+            # A seed per batch, from its rows: sampling repeats exactly on a resumed run,
+            # whichever engine serves the batch and in whatever order batches arrive.
+            ids = "\n".join(r.id for r in chosen)
+            digest = hashlib.sha1(f"{params.seed}:{self.stage.name}:{ids}".encode()).hexdigest()
+            params = params.with_(seed=int(digest[:8], 16))
         try:
-            completions = ray.get(self.router.generate.remote(prompts, self.params))
+            completions = ray.get(self.router.generate.remote(prompts, params))
         except Exception as exc:  # the pool gave up on this batch: account for every row
             for record in chosen:
                 record.reject(Reject.ENGINE_ERROR, f"{self.stage.name}: {exc}"[:500])
@@ -177,6 +184,7 @@ def run_pipeline(
     if len(set(input_ids)) != len(input_ids):
         raise ValueError("the pipeline's input has duplicate record ids")
     _quiet_ray_data()
+    ray.get(router.reset_progress.remote())
     started = time.perf_counter()
     blocks = [
         records_to_table(records[i : i + batch_size]) for i in range(0, len(records), batch_size)

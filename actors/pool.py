@@ -166,6 +166,9 @@ class EngineRouter:
     def report(self, stage: str, rows: int) -> None:
         self.progress[stage] += rows
 
+    def reset_progress(self) -> None:
+        self.progress.clear()
+
     def get_progress(self) -> dict[str, int]:
         return dict(self.progress)
 

@@ -463,7 +463,12 @@ def train(
         steps = min(steps, train_cfg.max_steps)
     bf16 = train_cfg.use_gpu
     tokenizer_path = tokenizer_path or config.model.tokenizer or model_path
-    dataset = ray.data.read_parquet(str(training_set)).map_batches(
+    # No read tasks: the workers hold the CPUs the (sleeping) engines leave, and Ray Data's
+    # 1-CPU file-listing task would wait forever beside them. The examples table is small
+    # next to the model (text only); tokenisation still streams, in a zero-CPU actor.
+    table = pq.read_table(training_set)
+    blocks = [table.slice(i, 1024) for i in range(0, table.num_rows, 1024)]
+    dataset = ray.data.from_arrow(blocks).map_batches(
         Tokenize,
         fn_constructor_kwargs={
             "tokenizer_path": tokenizer_path,

@@ -137,6 +137,7 @@ class LabelerConfig:
     kind: LabelerKind = LabelerKind.oracle
     # OpenAI-compatible endpoint; the key is read from the environment variable named here.
     base_url: str | None = None
+    # The endpoint's model name (openai), or the local labeler's checkpoint/hub name (local).
     model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = 60.0
@@ -220,7 +221,9 @@ class EvalConfig:
     dataset: str = "builtin:arithmetic-heldout"
     format: DataFormat = DataFormat.auto
     num_problems: int = 500
+    # Self-consistency: sampled answers per problem (0 turns sc@n off) and their temperature.
     sc_samples: int = 5
+    sc_temperature: float = 0.7
     refine_max_iters: int = 2
 
 
@@ -283,7 +286,9 @@ _RULES: list[tuple[str, Any, str]] = [
     ("train.gpu_peak_tflops", lambda v: v >= 0, "a number >= 0"),
     ("train.checkpoint_every_steps", lambda v: v >= 0, "an integer >= 0 (0: only at the end)"),
     ("eval.num_problems", lambda v: v >= 1, "an integer >= 1"),
-    ("eval.sc_samples", lambda v: v >= 1, "an integer >= 1"),
+    ("eval.sc_samples", lambda v: v >= 0, "an integer >= 0 (0 turns sc@n off)"),
+    ("eval.sc_temperature", lambda v: v > 0, "a number > 0"),
+    ("eval.refine_max_iters", lambda v: v >= 0, "an integer >= 0"),
     ("cluster.num_nodes", lambda v: v >= 1, "an integer >= 1"),
     ("cluster.gpus_per_node", lambda v: v >= 0, "an integer >= 0"),
 ]
@@ -418,6 +423,12 @@ def validate(config: SelfEvoConfig) -> None:
                     f"'recipe.labeler.{key}' is required when recipe.labeler.kind is openai",
                     f"recipe.labeler.{key}",
                 )
+    if config.recipe.labeler.kind is LabelerKind.local and not config.recipe.labeler.model:
+        raise ConfigError(
+            "'recipe.labeler.model' (a checkpoint dir or hub name) is required when "
+            "recipe.labeler.kind is local",
+            "recipe.labeler.model",
+        )
     if config.engine.backend is Backend.vllm and config.cluster.gpus_per_node == 0:
         raise ConfigError(
             "engine.backend=vllm needs GPUs: set cluster.gpus_per_node, "

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from selfevo.arithmetic import given_answer
 from selfevo.generation import LENGTH, Completion
 from selfevo.parsers import parse_judgement
 from selfevo.records import CORRECT, INCORRECT, PENDING, Message, Record, Reject
@@ -88,14 +89,35 @@ def _apply_response(record: Record, completion: Completion, max_tokens: int) -> 
 # --- feedback and re-judge ---------------------------------------------------------------
 
 
-def _feedback_messages(record: Record, template_set: str) -> list[Message]:
+def feedback_prompt(record: Record, response: str, template_set: str = "default") -> list[Message]:
+    """The critique prompt for ``response`` to ``record``: for the stages and for training."""
     return build_messages(
         "feedback",
         task=record.task,
         template_set=template_set,
         question=record.question_text(),
-        response=latest_response(record) or "",
+        response=response,
+        answer=given_answer(response),
     )
+
+
+def refine_prompt(
+    record: Record, response: str, feedback: str, template_set: str = "default"
+) -> list[Message]:
+    """The refinement prompt for ``response`` given its ``feedback``."""
+    return build_messages(
+        "refine",
+        task=record.task,
+        template_set=template_set,
+        question=record.question_text(),
+        response=response,
+        answer=given_answer(response),
+        feedback=feedback,
+    )
+
+
+def _feedback_messages(record: Record, template_set: str) -> list[Message]:
+    return feedback_prompt(record, latest_response(record) or "", template_set)
 
 
 def _judge(feedback: Completion, max_tokens: int, what: str) -> tuple[str | None, str | None]:
@@ -142,13 +164,8 @@ def _needs_refinement(record: Record) -> bool:
 
 
 def _refine_messages(record: Record, template_set: str) -> list[Message]:
-    return build_messages(
-        "refine",
-        task=record.task,
-        template_set=template_set,
-        question=record.question_text(),
-        response=latest_response(record) or "",
-        feedback=_latest_feedback(record) or "",
+    return refine_prompt(
+        record, latest_response(record) or "", _latest_feedback(record) or "", template_set
     )
 
 
@@ -200,11 +217,14 @@ STAGES: dict[str, Stage] = {
 }
 
 
-def self_chain(max_refinements: int = 1, stages: Iterable[str] | None = None) -> list[Stage]:
+def self_chain(
+    max_refinements: int = 1, stages: Iterable[str] | None = None, with_filter: bool = True
+) -> list[Stage]:
     """The SELF stage chain, or the named subset of it (in chain order).
 
-    ``refine`` and ``rejudge`` repeat ``max_refinements`` times. The filter always ends the
-    chain, so every row leaves with a final status.
+    ``refine`` and ``rejudge`` repeat ``max_refinements`` times. The filter ends the chain,
+    so every row leaves with a final status; ``with_filter=False`` leaves rows pending for a
+    caller that filters (or scores) them itself.
     """
     wanted = set(stages) if stages is not None else set(STAGE_NAMES)
     unknown = wanted - set(STAGE_NAMES)
@@ -213,4 +233,4 @@ def self_chain(max_refinements: int = 1, stages: Iterable[str] | None = None) ->
     chain = [STAGES[name] for name in (GENERATE, FEEDBACK) if name in wanted]
     for _ in range(max_refinements):
         chain += [STAGES[name] for name in (REFINE, REJUDGE) if name in wanted]
-    return [*chain, STAGES[FILTER]]
+    return [*chain, STAGES[FILTER]] if with_filter else chain

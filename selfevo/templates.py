@@ -55,6 +55,11 @@ DEFAULT_TEMPLATES: dict[str, str] = {
         "Write a corrected solution, one step at a time, fixing what the review found. "
         "Finish with a last line of the form: The answer is N."
     ),
+    # The demo world's char model learns these short forms from its meta-skill data.
+    "answer_arithmetic": "{question}",
+    # ({answer} is the response's final answer; see selfevo.arithmetic for why not all of it.)
+    "feedback_arithmetic": "{question}\nCheck: {answer}",
+    "refine_arithmetic": "{question}\nFix: {answer}\n{feedback}",
     "assess_quality": (
         "Rate the quality of a response to an instruction.\n\n"
         "Instruction:\n{question}\n\nResponse:\n{response}\n\n"

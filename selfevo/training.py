@@ -21,7 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from selfevo.records import KEPT, Message, Record
+from selfevo.records import INCORRECT, KEPT, REJECTED, Message, Record, Reject
+from selfevo.stages import feedback_prompt, refine_prompt
 from selfevo.templates import answer_messages
 
 
@@ -40,6 +41,60 @@ def examples_from_records(records: Iterable[Record], source: str = "round") -> l
         for r in records
         if r.status == KEPT and r.final_response
     ]
+
+
+def meta_examples(records: Iterable[Record], template_set: str = "default") -> list[TrainExample]:
+    """SELF's meta-skill corpus D_meta from labeled records.
+
+    Each labeled record gives a feedback example (critique prompt -> the labeler's feedback,
+    verdict line included) and, when judged incorrect, a refinement example (refine prompt ->
+    the labeler's refinement). Records the labeler could not label are skipped.
+    """
+    out = []
+    for r in records:
+        failed = r.status == REJECTED and not (r.reject_reason or "").startswith(
+            Reject.JUDGED_INCORRECT
+        )
+        if failed or r.response is None or r.feedback is None or r.judgement is None:
+            continue
+        out.append(
+            TrainExample(
+                f"{r.id}:feedback",
+                tuple(feedback_prompt(r, r.response, template_set)),
+                r.feedback,
+                "meta_feedback",
+            )
+        )
+        if r.judgement == INCORRECT and r.refined_response:
+            out.append(
+                TrainExample(
+                    f"{r.id}:refine",
+                    tuple(refine_prompt(r, r.response, r.feedback, template_set)),
+                    r.refined_response,
+                    "meta_refine",
+                )
+            )
+    return out
+
+
+def qa_examples(records: Iterable[Record], template_set: str = "default") -> list[TrainExample]:
+    """Plain question -> reference solution pairs (SELF trains on these beside D_meta).
+
+    The reference is the data's own solution (``meta["solution"]``, as GSM8K and the demo
+    world have), else ``The answer is <gold>.``; records without a gold answer are skipped.
+    """
+    from selfevo.oracle import gold_solution
+
+    out = []
+    for r in records:
+        target = gold_solution(r)
+        if target:
+            out.append(
+                TrainExample(
+                    f"{r.prompt_id}:qa", tuple(answer_messages(r, template_set)), target, "qa"
+                )
+            )
+    return out
 
 
 def examples_from_rows(rows: Iterable[dict[str, Any]], source: str = "sft") -> list[TrainExample]:

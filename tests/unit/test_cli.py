@@ -10,7 +10,7 @@ import pytest
 
 from selfevo.cli import main
 
-SUBCOMMANDS = ("run", "config", "data", "score")
+SUBCOMMANDS = ("run", "config", "data", "score", "eval", "refine", "report", "demo")
 
 
 def test_help_lists_subcommands():
@@ -26,11 +26,11 @@ def test_no_command_prints_help_and_exits_2(capsys):
     assert "usage" in capsys.readouterr().out
 
 
-def test_run_writes_run_dir_and_says_what_is_missing(tmp_path, capsys):
-    assert main(["run", f"run.output_dir={tmp_path}", "run.name=t"]) == 0
-    out = capsys.readouterr().out
-    assert (tmp_path / "t" / "config.yaml").is_file()
-    assert "not built yet" in out
+def test_run_refuses_an_unknown_data_set_before_starting_anything(tmp_path, capsys):
+    code = main(["run", f"run.output_dir={tmp_path}", "data.prompt_pool=builtin:nope"])
+    assert code == 2
+    assert "unknown builtin data set 'builtin:nope'" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
 
 
 def test_run_checks_a_file_prompt_pool(tmp_path, capsys):

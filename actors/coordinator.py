@@ -1,0 +1,439 @@
+"""The coordinator actor: owns a run's manifest, its engine pool and the current weights.
+
+It walks the manifest's state machine (:mod:`selfevo.manifest`)::
+
+    meta.label -> meta.train -> round0.eval ->
+    [roundN.generate -> roundN.critique -> roundN.filter -> roundN.train -> roundN.handoff
+     -> roundN.eval] x T -> report
+
+Each step reads what earlier steps wrote (paths in the manifest), writes its own outputs
+under the run directory and finishes in the manifest, so a killed run resumes at the first
+unfinished step. The engines sleep while the trainer holds the devices; the handoff reloads
+the new weights in place (or swaps in a LoRA adapter) and wakes them.
+
+The coordinator is a zero-CPU threaded actor: ``run`` executes the steps in one thread while
+the driver polls ``drain_log`` from another for progress lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import ray
+
+from actors.evaluate import evaluate
+from actors.pipeline import run_pipeline
+from actors.pool import EnginePool
+from actors.trainer import train, write_examples
+from selfevo import datasets
+from selfevo.config import LabelerKind, SelfEvoConfig, to_yaml
+from selfevo.evaluation import filter_quality
+from selfevo.generation import GenerationParams
+from selfevo.manifest import Manifest, config_hash
+from selfevo.oracle import oracle_label
+from selfevo.records import Record, records_to_table, status_counts, table_to_records
+from selfevo.report import write_report
+from selfevo.stages import FEEDBACK, GENERATE, REFINE, REJUDGE, expand_samples, finalize, self_chain
+from selfevo.training import (
+    examples_from_records,
+    meta_examples,
+    mix_training_set,
+    qa_examples,
+    starting_model,
+)
+
+
+def resolve_model(name_or_path: str) -> str:
+    """``builtin:arithmetic-seed`` is the demo world's shipped seed; anything else is as given."""
+    if name_or_path == "builtin:arithmetic-seed":
+        from actors.demo_seed import SEED_DIR
+
+        if not (SEED_DIR / "model.safetensors").is_file():
+            raise FileNotFoundError(
+                f"the demo seed model is missing from {SEED_DIR}; rebuild it with "
+                f"`selfevo demo seed --output {SEED_DIR}`"
+            )
+        return str(SEED_DIR)
+    if name_or_path.startswith("builtin:"):
+        raise ValueError(f"unknown builtin model {name_or_path!r}; known: builtin:arithmetic-seed")
+    return name_or_path
+
+
+def _read_records(path: str | Path) -> list[Record]:
+    return table_to_records(pq.read_table(path))
+
+
+def _write_records(records: list[Record], path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(records_to_table(records), path)
+    return str(path)
+
+
+class RunDriver:
+    """The step functions of a SELF run; :class:`Coordinator` is its actor wrapper."""
+
+    def __init__(self, config: SelfEvoConfig, run_dir: str, fault_after: str | None = None):
+        from omegaconf import OmegaConf
+
+        self.config, self.run_dir = config, Path(run_dir).resolve()
+        self.fault_after = fault_after
+        self.lines: list[str] = []
+        self.lock = threading.Lock()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(to_yaml(config))
+        resolved = OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)
+        self.manifest = Manifest.open(self.run_dir, config_hash(resolved), config.recipe.rounds)
+        self.base_model = resolve_model(config.model.name_or_path)
+        self.pool: EnginePool | None = None
+        self.serving: str | None = None
+        params = GenerationParams.from_config(config.sampling, n=1, seed=config.run.seed)
+        self.params = params
+        self.feedback_params = params.with_(
+            max_new_tokens=config.sampling.feedback_max_new_tokens, temperature=0.0
+        )
+
+    # --- logging ------------------------------------------------------------------------
+
+    def emit(self, line: str) -> None:
+        with self.lock:
+            self.lines.append(line)
+        with (self.run_dir / "run.log").open("a") as log:
+            log.write(line + "\n")
+
+    def drain(self) -> list[str]:
+        with self.lock:
+            lines, self.lines = self.lines, []
+        return lines
+
+    # --- the state machine --------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        if self.manifest.complete():
+            self.emit(f"{self.run_dir}: every step is done; nothing to run")
+        try:
+            while (name := self.manifest.next_step()) is not None:
+                self.emit(f"[{name}] started")
+                self.manifest.start(name)
+                started = time.perf_counter()
+                outputs, metrics = self._dispatch(name)
+                self.manifest.finish(name, outputs, metrics)
+                self.emit(f"[{name}] done in {time.perf_counter() - started:.1f}s")
+                if name == self.fault_after:
+                    self.emit(f"[{name}] fault injected: the coordinator exits now")
+                    os._exit(1)
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown()
+                self.pool = None
+        return json.loads((self.run_dir / "summary.json").read_text())
+
+    def _dispatch(self, name: str) -> tuple[dict[str, str], dict[str, Any]]:
+        if name in ("meta.label", "meta.train", "report"):
+            return getattr(self, name.replace(".", "_"))()
+        round_name, kind = name.split(".")
+        return getattr(self, f"round_{kind}")(int(round_name.removeprefix("round")))
+
+    # --- engines and weights ------------------------------------------------------------
+
+    def _serve(self, model: str) -> EnginePool:
+        """The engine pool, awake and serving ``model`` (started or reloaded as needed)."""
+        if self.pool is None:
+            self.emit(f"[engines] starting {self.config.engine.num_engines} engine(s) on {model}")
+            self.pool = EnginePool.from_config(self.config, model_path=model)
+            self.pool.wait_ready()
+            self.serving = model
+        if self.serving != model:
+            self.pool.wake()
+            self.pool.load_weights(model)
+            self.serving = model
+        self.pool.wake()
+        return self.pool
+
+    def _pipeline(self, records, model, stages, out_dir, params) -> list[Record]:
+        pool = self._serve(model)
+        chain = self_chain(self.config.recipe.max_refinements, stages, with_filter=False)
+        result = run_pipeline(
+            records,
+            pool.router,
+            chain,
+            out_dir,
+            params=params,
+            feedback_params=self.feedback_params,
+            template_set=self.config.recipe.template_set,
+            batch_size=self.config.engine.max_batch_size,
+            emit=self.emit,
+        )
+        return _read_records(result.output_path)
+
+    # Manifest outputs are paths relative to the run directory, so a run dir can move.
+    def _rel(self, path: str | Path) -> str:
+        path = Path(path).resolve()
+        return (
+            str(path.relative_to(self.run_dir)) if path.is_relative_to(self.run_dir) else str(path)
+        )
+
+    def _output(self, step: str, key: str) -> Path:
+        return self.run_dir / self.manifest.step(step).outputs[key]
+
+    def _model_of(self, step: str) -> str:
+        return str(self._output(step, "model"))
+
+    def _current_model(self, round_index: int) -> str:
+        """The model that generates in ``round_index``: the previous round's, or M_meta."""
+        return self._model_of("meta.train" if round_index <= 1 else f"round{round_index - 1}.train")
+
+    def _train(self, examples, start_from: str, out_dir: Path) -> tuple[dict, dict]:
+        training_set = write_examples(examples, out_dir / "training_set.parquet")
+        if self.pool is not None:
+            self.pool.sleep()
+        sources: dict[str, int] = {}
+        for example in examples:
+            sources[example.source] = sources.get(example.source, 0) + 1
+        self.emit(f"[train] {len(examples)} examples {sources} from {start_from}")
+        summary = train(
+            self.config,
+            training_set,
+            start_from,
+            out_dir / "model",
+            tokenizer_path=self.config.model.tokenizer or start_from,
+        )
+        self.emit(
+            f"[train] {summary.steps} steps, final loss {summary.final_loss}, "
+            f"{summary.wall_seconds:.1f}s"
+        )
+        metrics = {
+            k: v
+            for k, v in asdict(summary).items()
+            if k not in ("output_dir", "skipped", "hf_checkpoint", "wall_seconds")
+        }
+        outputs = {
+            "model": self._rel(summary.hf_checkpoint),
+            "training_set": self._rel(training_set),
+        }
+        return outputs, {**metrics, "sources": sources, "started_from": self._rel(start_from)}
+
+    # --- meta-skill learning ------------------------------------------------------------
+
+    def meta_label(self) -> tuple[dict, dict]:
+        out = self.run_dir / "meta"
+        prompts = datasets.meta_prompts(self.config)
+        records = expand_samples(prompts, 1, 0)
+        records = self._pipeline(
+            records, self.base_model, [GENERATE], out / "generate", self.params
+        )
+        records = self._label(records, out)
+        counts = status_counts(records)
+        judged = [r.judgement for r in records if r.judgement]
+        metrics = {
+            "prompts": len(prompts),
+            "labeler": self.config.recipe.labeler.kind.value,
+            "judged_correct": judged.count("correct"),
+            "judged_incorrect": judged.count("incorrect"),
+            "labeler_errors": counts.get("rejected:labeler_error", 0),
+            "counts": counts,
+        }
+        self.emit(
+            f"[meta.label] {metrics['judged_correct']} correct, "
+            f"{metrics['judged_incorrect']} incorrect, "
+            f"{metrics['labeler_errors']} labeler errors"
+        )
+        return {"labeled": self._rel(_write_records(records, out / "labeled.parquet"))}, metrics
+
+    def _label(self, records: list[Record], out: Path) -> list[Record]:
+        kind = self.config.recipe.labeler.kind
+        pending = [r for r in records if r.status == "pending"]
+        if kind is LabelerKind.oracle:
+            for record in pending:
+                oracle_label(record)
+        elif kind is LabelerKind.openai:
+            from actors.labelers import OpenAILabeler
+
+            OpenAILabeler.from_config(
+                self.config.recipe.labeler, self.config.recipe.template_set
+            ).label(pending)
+        else:
+            records = self._label_locally(records, out)
+        return records
+
+    def _label_locally(self, records: list[Record], out: Path) -> list[Record]:
+        """A stronger local model (``recipe.labeler.model``) critiques and refines."""
+        labeler_model = self.config.recipe.labeler.model
+        if self.pool is not None:
+            self.pool.sleep()
+        pool = EnginePool.from_config(self.config, model_path=labeler_model)
+        try:
+            chain = self_chain(1, [FEEDBACK, REFINE], with_filter=False)
+            result = run_pipeline(
+                records,
+                pool.router,
+                chain,
+                out / "label",
+                params=self.params.with_(temperature=0.0),
+                feedback_params=self.feedback_params,
+                template_set=self.config.recipe.template_set,
+                batch_size=self.config.engine.max_batch_size,
+                emit=self.emit,
+            )
+        finally:
+            pool.shutdown()
+        return _read_records(result.output_path)
+
+    def _meta_corpus(self) -> list:
+        labeled = _read_records(self._output("meta.label", "labeled"))
+        template_set = self.config.recipe.template_set
+        return meta_examples(labeled, template_set) + qa_examples(labeled, template_set)
+
+    def meta_train(self) -> tuple[dict, dict]:
+        return self._train(self._meta_corpus(), self.base_model, self.run_dir / "meta")
+
+    # --- a self-evolution round ---------------------------------------------------------
+
+    def round_eval(self, index: int) -> tuple[dict, dict]:
+        model = self._model_of("meta.train" if index == 0 else f"round{index}.train")
+        pool = self._serve(model)
+        out = self.run_dir / f"round{index}" / "eval"
+        metrics = evaluate(
+            self.config, pool.router, datasets.eval_problems(self.config), out, self.emit
+        )
+        self.emit(
+            f"[round{index}.eval] direct {metrics['direct']['acc']:.3f} "
+            f"refine {metrics['refine']['acc']:.3f}"
+            + (f" sc {metrics['sc']['acc']:.3f}" if "sc" in metrics else "")
+        )
+        return {"metrics": self._rel(out / "metrics.json")}, metrics
+
+    def round_generate(self, index: int) -> tuple[dict, dict]:
+        prompts = datasets.pool_slice(self.config, index)
+        records = expand_samples(prompts, self.config.sampling.n, index)
+        out = self.run_dir / f"round{index}" / "generate"
+        records = self._pipeline(records, self._current_model(index), [GENERATE], out, self.params)
+        return {"records": self._rel(out / "output.parquet")}, {
+            "prompts": len(prompts),
+            **status_counts(records),
+        }
+
+    def round_critique(self, index: int) -> tuple[dict, dict]:
+        records = _read_records(self._output(f"round{index}.generate", "records"))
+        out = self.run_dir / f"round{index}" / "critique"
+        stages = [FEEDBACK, REFINE, REJUDGE]
+        records = self._pipeline(records, self._current_model(index), stages, out, self.params)
+        refined = sum(1 for r in records if r.refined_response is not None)
+        return {"records": self._rel(out / "output.parquet")}, {
+            "rows": len(records),
+            "refined": refined,
+            **status_counts(records),
+        }
+
+    def round_filter(self, index: int) -> tuple[dict, dict]:
+        records = _read_records(self._output(f"round{index}.critique", "records"))
+        for record in records:
+            finalize(record)
+        path = _write_records(records, self.run_dir / f"round{index}" / "filtered.parquet")
+        quality = filter_quality(records)
+        self.emit(
+            f"[round{index}.filter] kept {quality['kept']}/{quality['generated']}"
+            + (
+                f", kept acc {quality['kept_acc']:.3f} vs all {quality['all_acc']:.3f}"
+                if quality["kept_acc"] is not None and quality["all_acc"] is not None
+                else ""
+            )
+        )
+        return {"records": self._rel(path)}, {**quality, "counts": status_counts(records)}
+
+    def round_train(self, index: int) -> tuple[dict, dict]:
+        train_cfg = self.config.train
+        rounds = [
+            examples_from_records(_read_records(self._output(f"round{i}.filter", "records")))
+            for i in range(1, index + 1)
+        ]
+        examples = mix_training_set(
+            train_cfg.mode.value,
+            self._meta_corpus(),
+            rounds,
+            train_cfg.meta_mix_ratio,
+            seed=self.config.run.seed + index,
+        )
+        previous = self._model_of(f"round{index - 1}.train") if index > 1 else None
+        start = starting_model(
+            train_cfg.mode.value, self.base_model, self._model_of("meta.train"), previous
+        )
+        return self._train(examples, start, self.run_dir / f"round{index}")
+
+    def round_handoff(self, index: int) -> tuple[dict, dict]:
+        model = self._model_of(f"round{index}.train")
+        pool = self._serve(model)
+        stats = pool.stats()
+        self.emit(f"[round{index}.handoff] engines serve {self._rel(model)}")
+        return {"model": self._rel(model)}, {
+            "engines": len(stats["engines"]),
+            "engines_awake": sum(not e["sleeping"] for e in stats["engines"]),
+        }
+
+    def report(self) -> tuple[dict, dict]:
+        summary = write_report(self.run_dir)
+        return {"summary": "summary.json"}, {"rounds": len(summary["rounds"])}
+
+
+@ray.remote(num_cpus=0, max_concurrency=4)
+class Coordinator:
+    """The run's owner, as a Ray actor (see :class:`RunDriver` for what it does)."""
+
+    def __init__(self, config: SelfEvoConfig, run_dir: str, fault_after: str | None = None):
+        self.driver = RunDriver(config, run_dir, fault_after)
+
+    def run(self) -> dict[str, Any]:
+        try:
+            return self.driver.run()
+        except Exception:
+            self.driver.emit(traceback.format_exc())
+            raise
+
+    def drain_log(self) -> list[str]:
+        return self.driver.drain()
+
+
+def _labeler_env(config: SelfEvoConfig) -> dict[str, Any] | None:
+    """The labeler's API key, handed from the driver's environment to the coordinator's.
+
+    It travels only in the actor's runtime environment: never in the config, the manifest,
+    the run directory or the log. A driver without the variable hands nothing (a cluster may
+    set it on its nodes instead).
+    """
+    labeler = config.recipe.labeler
+    key = os.environ.get(labeler.api_key_env) if labeler.kind is LabelerKind.openai else None
+    return {"env_vars": {labeler.api_key_env: key}} if key else None
+
+
+def run_recipe(
+    config: SelfEvoConfig, emit=print, poll_s: float = 1.0, fault_after: str | None = None
+) -> dict[str, Any]:
+    """Run (or resume) ``config``'s recipe under a coordinator actor; returns the summary."""
+    run_dir = str(Path(config.run.output_dir).resolve() / config.run.name)
+    fault_after = fault_after or os.environ.get("SELFEVO_FAULT_AFTER")
+    coordinator = Coordinator.options(runtime_env=_labeler_env(config)).remote(
+        config, run_dir, fault_after
+    )
+    pending = coordinator.run.remote()
+    try:
+        while True:
+            done, _ = ray.wait([pending], timeout=poll_s)
+            for line in ray.get(coordinator.drain_log.remote()) if not done else []:
+                emit(line)
+            if done:
+                break
+        try:
+            for line in ray.get(coordinator.drain_log.remote()):
+                emit(line)
+        except ray.exceptions.RayActorError:
+            pass
+        return ray.get(pending)
+    finally:
+        ray.kill(coordinator)

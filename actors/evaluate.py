@@ -1,0 +1,163 @@
+"""Held-out evaluation and inference-time self-refinement on an engine pool.
+
+:func:`evaluate` runs two pipelines over the evaluation problems: the greedy answer followed
+by self-feedback and up to ``eval.refine_max_iters`` refinements (direct and refine
+accuracy, and the judge's precision/recall), and ``eval.sc_samples`` sampled answers per
+problem for self-consistency. :func:`refine` is the same machinery for any prompt file:
+``selfevo refine``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from actors.pipeline import run_pipeline
+from selfevo.config import SelfEvoConfig
+from selfevo.evaluation import heldout_metrics, vote
+from selfevo.generation import GenerationParams
+from selfevo.records import Record, table_to_records
+from selfevo.stages import (
+    FEEDBACK,
+    GENERATE,
+    REFINE,
+    REJUDGE,
+    expand_samples,
+    latest_response,
+    self_chain,
+)
+
+REFINE_STAGES = (GENERATE, FEEDBACK, REFINE, REJUDGE)
+
+
+def _params(config: SelfEvoConfig) -> tuple[GenerationParams, GenerationParams]:
+    params = GenerationParams.from_config(config.sampling, n=1, seed=config.run.seed)
+    return params, params.with_(max_new_tokens=config.sampling.feedback_max_new_tokens)
+
+
+def _run(records, router, chain, out_dir, params, feedback_params, config, emit) -> list[Record]:
+    result = run_pipeline(
+        records,
+        router,
+        chain,
+        out_dir,
+        params=params,
+        feedback_params=feedback_params,
+        template_set=config.recipe.template_set,
+        batch_size=config.engine.max_batch_size,
+        emit=emit,
+    )
+    return table_to_records(pq.read_table(result.output_path))
+
+
+def evaluate(
+    config: SelfEvoConfig,
+    router: Any,
+    problems: list[Record],
+    out_dir: str | Path,
+    emit: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Direct, refine and sc@n accuracy (Wilson 95% intervals) of the pool's current model."""
+    out_dir = Path(out_dir)
+    params, feedback_params = _params(config)
+    greedy = params.with_(temperature=0.0)
+    rows = expand_samples(problems, 1)
+    chain = self_chain(config.eval.refine_max_iters, REFINE_STAGES, with_filter=False)
+    refined = _run(
+        rows,
+        router,
+        chain,
+        out_dir / "refine",
+        greedy,
+        feedback_params.with_(temperature=0.0),
+        config,
+        emit,
+    )
+    sampled = None
+    if config.eval.sc_samples > 0:
+        sc_params = params.with_(temperature=config.eval.sc_temperature)
+        rows = expand_samples(problems, config.eval.sc_samples)
+        sampled = _run(
+            rows,
+            router,
+            self_chain(0, [GENERATE], with_filter=False),
+            out_dir / "sc",
+            sc_params,
+            sc_params,
+            config,
+            emit,
+        )
+    metrics = heldout_metrics(refined, sampled)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def refine(
+    config: SelfEvoConfig,
+    router: Any,
+    prompts: list[Record],
+    output: str | Path,
+    *,
+    samples: int = 1,
+    max_iters: int = 2,
+    emit: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Answer, self-critique and refine (until judged correct, at most ``max_iters`` times);
+    with ``samples`` > 1, sample that many answers per prompt and majority-vote the refined
+    ones. Writes one JSON line per prompt: its final ``output``, ``answer`` and every sample.
+    """
+    output = Path(output)
+    params, feedback_params = _params(config)
+    if samples == 1:
+        params = params.with_(temperature=0.0)
+    elif params.greedy:
+        params = params.with_(temperature=config.eval.sc_temperature)
+    rows = expand_samples(prompts, samples)
+    chain = self_chain(max_iters, REFINE_STAGES, with_filter=False)
+    work = output.with_name(output.stem + ".stages")
+    records = _run(
+        rows, router, chain, work, params, feedback_params.with_(temperature=0.0), config, emit
+    )
+    votes = vote(records, use_latest=True)
+    by_prompt: dict[str, list[Record]] = {}
+    for record in sorted(records, key=lambda r: (r.prompt_id, r.sample_index)):
+        by_prompt.setdefault(record.prompt_id, []).append(record)
+    refined = 0
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w") as sink:
+        for prompt in prompts:
+            group = by_prompt[prompt.prompt_id]
+            refined += sum(1 for r in group if r.refined_response is not None)
+            first = latest_response(group[0]) or ""
+            sink.write(
+                json.dumps(
+                    {
+                        "id": prompt.prompt_id,
+                        "output": first
+                        if samples == 1
+                        else f"The answer is {votes[prompt.prompt_id]}.",
+                        "answer": votes[prompt.prompt_id],
+                        "samples": [
+                            {
+                                "response": r.response,
+                                "judgement": r.judgement,
+                                "refined_response": r.refined_response,
+                                "refined_judgement": r.refined_judgement,
+                                "refinements": int(r.meta.get("refinements", "0")),
+                            }
+                            for r in group
+                        ],
+                    }
+                )
+                + "\n"
+            )
+    return {
+        "output": str(output),
+        "prompts": len(prompts),
+        "samples": samples,
+        "refined_samples": refined,
+    }

@@ -1,0 +1,97 @@
+"""Where a run's prompts come from: the meta-skill set, each round's pool slice, the eval set.
+
+A source is a prompt file (any format :mod:`selfevo.readers` knows) or a ``builtin:`` name
+of the demo world: ``builtin:arithmetic`` (the unlabeled pool; its ``meta`` split feeds
+meta-skill learning) and ``builtin:arithmetic-heldout`` (the evaluation problems).
+
+Round ``r`` (1-based) takes prompts ``[(r-1)*k, r*k)`` of the pool, ``k`` =
+``data.prompts_per_round``: a fresh slice each round. When the pool is a file and no
+``data.meta_train`` file is given, meta-skill learning takes the *last*
+``data.meta_examples`` rows of the pool, so rounds (which slice from the front) do not see
+them until the pool runs out, which :func:`pool_slice` refuses.
+"""
+
+from __future__ import annotations
+
+from selfevo import arithmetic
+from selfevo.readers import read_prompts
+from selfevo.records import Record
+
+BUILTIN_POOL = "builtin:arithmetic"
+BUILTIN_HELDOUT = "builtin:arithmetic-heldout"
+BUILTINS = (BUILTIN_POOL, BUILTIN_HELDOUT)
+
+
+class SourceError(ValueError):
+    pass
+
+
+def _check_builtin(source: str) -> None:
+    if source.startswith("builtin:") and source not in BUILTINS:
+        raise SourceError(f"unknown builtin data set {source!r}; known: {', '.join(BUILTINS)}")
+
+
+def _read(path: str, fmt: str, task: str) -> list[Record]:
+    records = read_prompts(path, fmt, task=task).raise_if_bad().records
+    for record in records:
+        record.task = record.task or task
+    return records
+
+
+def _builtin(split: str, count: int, seed: int, start: int = 0) -> list[Record]:
+    return [p.to_record() for p in arithmetic.make_problems(split, count, seed, start)]
+
+
+def meta_prompts(config) -> list[Record]:
+    """The prompts the labeler's meta-skill corpus is written for."""
+    data, task, seed = config.data, config.recipe.task, config.run.seed
+    if data.meta_train:
+        _check_builtin(data.meta_train)
+        if data.meta_train.startswith("builtin:"):
+            return _builtin("meta", data.meta_examples, seed)
+        return _read(data.meta_train, "auto", task)[: data.meta_examples]
+    _check_builtin(data.prompt_pool)
+    if data.prompt_pool.startswith("builtin:"):
+        return _builtin("meta", data.meta_examples, seed)
+    pool = _read(data.prompt_pool, data.format.value, task)
+    return pool[-data.meta_examples :]
+
+
+def pool_slice(config, round_index: int) -> list[Record]:
+    """Round ``round_index``'s fresh prompts (1-based), stamped with the round."""
+    data, task, seed = config.data, config.recipe.task, config.run.seed
+    per_round = data.prompts_per_round
+    start = (round_index - 1) * per_round
+    _check_builtin(data.prompt_pool)
+    if data.prompt_pool.startswith("builtin:"):
+        records = _builtin("pool", per_round, seed, start)
+    else:
+        pool = _read(data.prompt_pool, data.format.value, task)
+        usable = len(pool) if data.meta_train else len(pool) - data.meta_examples
+        if start + per_round > usable:
+            raise SourceError(
+                f"{data.prompt_pool}: round {round_index} needs prompts {start}-"
+                f"{start + per_round - 1} but only {max(usable, 0)} are free for rounds "
+                "(lower data.prompts_per_round or recipe.rounds, or add prompts)"
+            )
+        records = pool[start : start + per_round]
+    for record in records:
+        record.round = round_index
+    return records
+
+
+def eval_problems(config) -> list[Record]:
+    """The held-out evaluation set (the first ``eval.num_problems`` of it)."""
+    source, count = config.eval.dataset, config.eval.num_problems
+    _check_builtin(source)
+    if source == BUILTIN_HELDOUT:
+        return _builtin("heldout", count, 0)
+    if source == BUILTIN_POOL:
+        raise SourceError(
+            "eval.dataset cannot be the training pool; use builtin:arithmetic-heldout"
+        )
+    records = _read(source, config.eval.format.value, config.recipe.task)[:count]
+    missing = [r.id for r in records if r.gold is None]
+    if missing:
+        raise SourceError(f"{source}: evaluation needs gold answers; missing for {missing[:5]}")
+    return records

@@ -1,0 +1,135 @@
+"""Scoring a round: held-out accuracy (direct, self-refined, self-consistent) and filter quality.
+
+Held-out evaluation scores three answers per problem against its gold:
+
+- ``direct``: the greedy answer;
+- ``refine``: the answer after self-feedback and up to ``eval.refine_max_iters`` refinements
+  (SELF's inference-time self-refinement; the latest answer counts even if still judged wrong);
+- ``sc``: the majority answer of ``eval.sc_samples`` sampled answers (self-consistency).
+
+Each accuracy comes with a Wilson 95% interval. The self-filter of a round is scored the
+way SELF's filtered-vs-unfiltered analysis does: the accuracy of the answers it kept against
+that of every self-generated answer, plus the precision and recall of the self-judge's
+"correct" against the gold.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from selfevo.parsers import answers_match, extract_answer, format_number, parse_number
+from selfevo.records import CORRECT, KEPT, Record
+from selfevo.scoring import wilson_interval
+from selfevo.stages import latest_response
+
+
+def is_correct(record: Record, response: str | None) -> bool | None:
+    """Whether ``response``'s final answer equals the record's gold (None without a gold)."""
+    if record.gold is None:
+        return None
+    return answers_match(extract_answer(response or "").value, parse_number(record.gold))
+
+
+def accuracy(flags: list[bool]) -> dict[str, Any]:
+    """``{"acc", "ci", "n"}`` for a list of right/wrong flags (acc None when empty)."""
+    n, right = len(flags), sum(flags)
+    low, high = wilson_interval(right, n) if n else (0.0, 1.0)
+    return {"acc": right / n if n else None, "ci": [round(low, 4), round(high, 4)], "n": n}
+
+
+def majority_answer(texts: Iterable[str | None]) -> str | None:
+    """The most common final answer among ``texts`` (ties: the earliest); None if none parse."""
+    answers = [extract_answer(t).value for t in texts]
+    counts = Counter(format_number(a) for a in answers if a is not None)
+    if not counts:
+        return None
+    best = max(counts.values())
+    for answer in answers:
+        if answer is not None and counts[format_number(answer)] == best:
+            return format_number(answer)
+    return None
+
+
+def vote(records: Iterable[Record], use_latest: bool = False) -> dict[str, str | None]:
+    """Majority answer per ``prompt_id`` over its samples (latest responses when asked)."""
+    groups: dict[str, list[Record]] = defaultdict(list)
+    for record in records:
+        groups[record.prompt_id].append(record)
+    return {
+        pid: majority_answer(
+            latest_response(r) if use_latest else r.response
+            for r in sorted(rows, key=lambda r: r.sample_index)
+        )
+        for pid, rows in groups.items()
+    }
+
+
+def heldout_metrics(refined: list[Record], sampled: list[Record] | None) -> dict[str, Any]:
+    """Direct, refine and (when ``sampled`` is given) sc@n accuracy, with judge quality."""
+    direct = [bool(is_correct(r, r.response)) for r in refined]
+    after = [bool(is_correct(r, latest_response(r))) for r in refined]
+    metrics: dict[str, Any] = {
+        "direct": accuracy(direct),
+        "refine": accuracy(after),
+        "judge": judge_quality(refined),
+        "refined_rows": sum(1 for r in refined if r.refined_response is not None),
+    }
+    if sampled:
+        gold = {r.prompt_id: r for r in refined}
+        votes = vote(sampled)
+        metrics["sc"] = accuracy(
+            [
+                bool(is_correct(gold[pid], f"The answer is {a}.")) if a else False
+                for pid, a in votes.items()
+                if pid in gold
+            ]
+        )
+        metrics["sc_samples"] = len(sampled) // max(1, len(votes))
+    return metrics
+
+
+def judge_quality(records: Iterable[Record]) -> dict[str, Any]:
+    """Precision and recall of the first self-judgement "correct" against the gold."""
+    tp = fp = fn = tn = 0
+    for record in records:
+        if record.judgement is None or record.gold is None:
+            continue
+        right = bool(is_correct(record, record.response))
+        said_correct = record.judgement == CORRECT
+        tp += right and said_correct
+        fp += said_correct and not right
+        fn += right and not said_correct
+        tn += not right and not said_correct
+    return {
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "recall": tp / (tp + fn) if tp + fn else None,
+        "judged": tp + fp + fn + tn,
+        "judged_correct": tp + fp,
+    }
+
+
+def filter_quality(records: list[Record]) -> dict[str, Any]:
+    """How many self-generated answers a round kept, and how accurate kept vs all were.
+
+    ``all_acc`` scores every generated row's latest answer (after self-refinement; rows a
+    stage rejected count as wrong); ``kept_acc`` scores the final answers the filter kept.
+    Both are None when the data have no gold answers.
+    """
+    with_gold = [r for r in records if r.gold is not None]
+    kept = [r for r in with_gold if r.status == KEPT]
+    all_flags = [bool(is_correct(r, latest_response(r))) for r in with_gold]
+    kept_flags = [bool(is_correct(r, r.final_response)) for r in kept]
+    return {
+        "generated": len(records),
+        "kept": sum(1 for r in records if r.status == KEPT),
+        "all_acc": sum(all_flags) / len(all_flags) if all_flags else None,
+        "kept_acc": sum(kept_flags) / len(kept_flags) if kept_flags else None,
+        "first_answer_acc": (
+            sum(bool(is_correct(r, r.response)) for r in with_gold) / len(with_gold)
+            if with_gold
+            else None
+        ),
+        "judge": judge_quality(records),
+    }

@@ -1,0 +1,256 @@
+"""A run's summary and report, built from its manifest alone.
+
+:func:`build_summary` turns ``manifest.json`` into ``summary.json``: ``wall_seconds`` and one
+entry per round, round 0 being the meta-skill model. :func:`write_report` also writes
+``report.md`` with four plots (accuracy per round, data yield per stage, filter quality, time
+per stage); ``selfevo report RUN_DIR`` calls it again on a finished or half-finished run.
+matplotlib is imported only when plotting.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from selfevo.manifest import DONE, MANIFEST_FILE
+
+
+def _steps(run_dir: Path) -> dict[str, dict[str, Any]]:
+    path = run_dir / MANIFEST_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no {MANIFEST_FILE})")
+    return {s["name"]: s for s in json.loads(path.read_text())["steps"]}
+
+
+def _acc(metrics: dict[str, Any], key: str) -> float | None:
+    return (metrics.get(key) or {}).get("acc")
+
+
+def _round_entry(index: int, steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    evaluation = steps.get(f"round{index}.eval", {}).get("metrics", {})
+    filtered = steps.get(f"round{index}.filter", {}).get("metrics", {})
+    judge = filtered.get("judge") or {}
+    seconds = {
+        name.split(".", 1)[1]: step.get("seconds")
+        for name, step in steps.items()
+        if name.startswith(f"round{index}.") and step.get("status") == DONE
+    }
+    if index == 0:
+        seconds = {
+            name: steps[name].get("seconds")
+            for name in ("meta.label", "meta.train", "round0.eval")
+            if steps.get(name, {}).get("status") == DONE
+        }
+    return {
+        "round": index,
+        "direct_acc": _acc(evaluation, "direct"),
+        "direct_ci": (evaluation.get("direct") or {}).get("ci"),
+        "refine_acc": _acc(evaluation, "refine"),
+        "refine_ci": (evaluation.get("refine") or {}).get("ci"),
+        "sc_acc": _acc(evaluation, "sc"),
+        "sc_ci": (evaluation.get("sc") or {}).get("ci"),
+        "eval_judge_precision": (evaluation.get("judge") or {}).get("precision"),
+        "eval_judge_recall": (evaluation.get("judge") or {}).get("recall"),
+        "generated": filtered.get("generated") if index else None,
+        "kept": filtered.get("kept") if index else None,
+        "kept_acc": filtered.get("kept_acc") if index else None,
+        "all_acc": filtered.get("all_acc") if index else None,
+        "judge_precision": judge.get("precision") if index else None,
+        "judge_recall": judge.get("recall") if index else None,
+        "train_loss": steps.get("meta.train" if index == 0 else f"round{index}.train", {})
+        .get("metrics", {})
+        .get("final_loss"),
+        "seconds": seconds,
+    }
+
+
+def build_summary(run_dir: str | Path) -> dict[str, Any]:
+    """The summary of the run in ``run_dir`` (rounds whose eval is not done yet are left out)."""
+    run_dir = Path(run_dir)
+    steps = _steps(run_dir)
+    rounds = []
+    index = 0
+    while steps.get(f"round{index}.eval", {}).get("status") == DONE:
+        rounds.append(_round_entry(index, steps))
+        index += 1
+    wall = sum(s.get("seconds") or 0.0 for s in steps.values() if s.get("status") == DONE)
+    label = steps.get("meta.label", {}).get("metrics", {})
+    return {
+        "run_dir": str(run_dir),
+        "wall_seconds": round(wall, 1),
+        "complete": all(s.get("status") == DONE for s in steps.values() if s["name"] != "report"),
+        "meta": {
+            "labeler": label.get("labeler"),
+            "judged_correct": label.get("judged_correct"),
+            "judged_incorrect": label.get("judged_incorrect"),
+            "labeler_errors": label.get("labeler_errors"),
+        },
+        "rounds": rounds,
+    }
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table_rows(summary: dict[str, Any]) -> list[list[str]]:
+    """The per-round table (header first) that ``selfevo run`` prints and report.md shows."""
+    header = [
+        "round",
+        "direct acc [95% CI]",
+        "refine acc",
+        "sc acc",
+        "kept/generated",
+        "kept acc",
+        "all acc",
+        "filter precision",
+    ]
+    rows = [header]
+    for r in summary["rounds"]:
+        ci = r["direct_ci"] or [None, None]
+        kept = "-" if r["generated"] is None else f"{r['kept']}/{r['generated']}"
+        rows.append(
+            [
+                str(r["round"]),
+                f"{_fmt(r['direct_acc'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]",
+                _fmt(r["refine_acc"]),
+                _fmt(r["sc_acc"]),
+                kept,
+                _fmt(r["kept_acc"]),
+                _fmt(r["all_acc"]),
+                _fmt(r["judge_precision"]),
+            ]
+        )
+    return rows
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    rows = table_rows(summary)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _markdown_table(summary: dict[str, Any]) -> str:
+    rows = table_rows(summary)
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    out += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    return "\n".join(out)
+
+
+def _plots(summary: dict[str, Any], run_dir: Path) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = summary["rounds"]
+    xs = [r["round"] for r in rounds]
+    made = []
+
+    def save(fig, name: str, title: str) -> None:
+        fig.tight_layout()
+        fig.savefig(run_dir / name, dpi=100)
+        plt.close(fig)
+        made.append((name, title))
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in (("direct", "direct"), ("refine", "self-refine"), ("sc", "self-consistency")):
+        points = [
+            (r["round"], r[f"{key}_acc"], r[f"{key}_ci"])
+            for r in rounds
+            if r[f"{key}_acc"] is not None
+        ]
+        if points:
+            low = [p[1] - p[2][0] for p in points]
+            high = [p[2][1] - p[1] for p in points]
+            ax.errorbar(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                yerr=[low, high],
+                marker="o",
+                capsize=3,
+                label=label,
+            )
+    ax.set(xlabel="round", ylabel="held-out accuracy", xticks=xs, ylim=(0, 1))
+    ax.legend()
+    save(fig, "accuracy.png", "Held-out accuracy per round (95% CI)")
+
+    evolved = [r for r in rounds if r["generated"]]
+    if evolved:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.bar(
+            [r["round"] - 0.2 for r in evolved],
+            [r["generated"] for r in evolved],
+            0.4,
+            label="generated",
+        )
+        ax.bar(
+            [r["round"] + 0.2 for r in evolved],
+            [r["kept"] for r in evolved],
+            0.4,
+            label="kept by the self-filter",
+        )
+        ax.set(xlabel="round", ylabel="rows", xticks=[r["round"] for r in evolved])
+        ax.legend()
+        save(fig, "yield.png", "Data yield per round")
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key, label in (
+            ("kept_acc", "kept answers"),
+            ("all_acc", "all answers"),
+            ("judge_precision", "judge precision"),
+            ("judge_recall", "judge recall"),
+        ):
+            ys = [r[key] for r in evolved]
+            if any(y is not None for y in ys):
+                ax.plot([r["round"] for r in evolved], ys, marker="o", label=label)
+        ax.set(
+            xlabel="round",
+            ylabel="accuracy against gold",
+            ylim=(0, 1.05),
+            xticks=[r["round"] for r in evolved],
+        )
+        ax.legend()
+        save(fig, "filter.png", "Self-filter quality")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bottom = [0.0] * len(rounds)
+    stages = sorted({name for r in rounds for name in r["seconds"]})
+    for stage in stages:
+        values = [r["seconds"].get(stage) or 0.0 for r in rounds]
+        ax.bar(xs, values, bottom=bottom, label=stage)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set(xlabel="round", ylabel="seconds", xticks=xs)
+    ax.legend(fontsize=7)
+    save(fig, "time.png", "Time per stage")
+    return made
+
+
+def write_report(run_dir: str | Path) -> dict[str, Any]:
+    """Write ``summary.json``, ``report.md`` and its PNG plots into ``run_dir``."""
+    run_dir = Path(run_dir)
+    summary = build_summary(run_dir)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    plots = _plots(summary, run_dir) if summary["rounds"] else []
+    meta = summary["meta"]
+    lines = [
+        f"# Run report: {run_dir.name}",
+        "",
+        f"Wall time of finished steps: {summary['wall_seconds']:.0f}s. "
+        f"Meta-skill labeler: {meta['labeler']} ({meta['judged_correct']} judged correct, "
+        f"{meta['judged_incorrect']} incorrect, {meta['labeler_errors']} labeler errors).",
+        "",
+        "Round 0 is the meta-skill model. *kept acc* and *all acc* score the self-filter's kept "
+        "answers and every self-generated answer against the gold; *filter precision* is the "
+        'share of answers the model judged "correct" that are correct.',
+        "",
+        _markdown_table(summary),
+        "",
+    ]
+    for name, title in plots:
+        lines += [f"## {title}", "", f"![{title}]({name})", ""]
+    (run_dir / "report.md").write_text("\n".join(lines))
+    return summary

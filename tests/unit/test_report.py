@@ -1,0 +1,79 @@
+"""summary.json and report.md from a manifest alone."""
+
+import json
+
+from selfevo.manifest import Manifest
+from selfevo.report import build_summary, format_table, write_report
+
+
+def _finished_run(tmp_path, rounds=1):
+    manifest = Manifest.open(tmp_path, "h", rounds)
+    for step in list(manifest.steps):
+        manifest.start(step.name)
+        metrics = {}
+        if step.name.endswith(".eval"):
+            acc = round(0.4 + 0.2 * int(step.name[5]), 2)
+            metrics = {
+                "direct": {
+                    "acc": acc,
+                    "ci": [round(acc - 0.04, 2), round(acc + 0.04, 2)],
+                    "n": 500,
+                },
+                "refine": {"acc": acc + 0.01, "ci": [acc - 0.03, acc + 0.05], "n": 500},
+                "judge": {"precision": 0.9, "recall": 0.8},
+            }
+        if step.name.endswith(".filter"):
+            metrics = {
+                "generated": 100,
+                "kept": 60,
+                "kept_acc": 0.95,
+                "all_acc": 0.7,
+                "judge": {"precision": 0.95, "recall": 0.85},
+            }
+        if step.name == "meta.label":
+            metrics = {
+                "labeler": "oracle",
+                "judged_correct": 5,
+                "judged_incorrect": 7,
+                "labeler_errors": 0,
+            }
+        manifest.finish(step.name, {}, metrics)
+    return manifest
+
+
+def test_summary_lists_rounds_from_the_meta_model(tmp_path):
+    _finished_run(tmp_path, rounds=1)
+    summary = build_summary(tmp_path)
+    assert [r["round"] for r in summary["rounds"]] == [0, 1]
+    zero, one = summary["rounds"]
+    assert zero["direct_acc"] == 0.4 and zero["kept_acc"] is None and zero["all_acc"] is None
+    assert one["direct_acc"] == 0.6 and one["direct_ci"] == [0.56, 0.64]
+    assert (one["generated"], one["kept"], one["kept_acc"], one["all_acc"]) == (100, 60, 0.95, 0.7)
+    assert summary["complete"] and summary["wall_seconds"] >= 0
+    assert "train" in one["seconds"] and "meta.train" in zero["seconds"]
+
+
+def test_report_writes_summary_markdown_and_plots(tmp_path):
+    _finished_run(tmp_path, rounds=2)
+    summary = write_report(tmp_path)
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    report = (tmp_path / "report.md").read_text()
+    for plot in ("accuracy.png", "yield.png", "filter.png", "time.png"):
+        assert (tmp_path / plot).stat().st_size > 1000
+        assert f"]({plot})" in report
+    assert "| 2 | 0.800 [0.760, 0.840] |" in report
+    table = format_table(summary)
+    assert table.splitlines()[0].startswith("round") and "60/100" in table
+
+
+def test_half_finished_run_reports_the_rounds_it_has(tmp_path):
+    manifest = Manifest.open(tmp_path, "h", 2)
+    for name in ("meta.label", "meta.train", "round0.eval"):
+        manifest.start(name)
+        manifest.finish(
+            name,
+            {},
+            {"direct": {"acc": 0.5, "ci": [0.45, 0.55], "n": 500}} if name == "round0.eval" else {},
+        )
+    summary = build_summary(tmp_path)
+    assert len(summary["rounds"]) == 1 and not summary["complete"]
