@@ -100,6 +100,7 @@ def test_generated_jsonl_reads_back_as_records(ray_cluster, varied_model_dirs, t
         "--stages",
         "generate",
         "sampling.max_new_tokens=4",
+        "sampling.n=1",
     ]
     assert main(argv) == 0
     import pyarrow.parquet as pq
