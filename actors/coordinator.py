@@ -17,6 +17,7 @@ the driver polls ``drain_log`` from another for progress lines.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -29,14 +30,13 @@ from typing import Any
 import pyarrow.parquet as pq
 import ray
 
-from actors.evaluate import evaluate
+from actors.evaluate import evaluate, generation_params
 from actors.pipeline import run_pipeline
 from actors.pool import EnginePool
 from actors.trainer import train, write_examples
 from selfevo import datasets
 from selfevo.config import LabelerKind, SelfEvoConfig, to_yaml
 from selfevo.evaluation import filter_quality
-from selfevo.generation import GenerationParams
 from selfevo.manifest import Manifest, config_hash
 from selfevo.oracle import oracle_label
 from selfevo.records import Record, records_to_table, status_counts, table_to_records
@@ -94,11 +94,7 @@ class RunDriver:
         self.base_model = resolve_model(config.model.name_or_path)
         self.pool: EnginePool | None = None
         self.serving: str | None = None
-        params = GenerationParams.from_config(config.sampling, n=1, seed=config.run.seed)
-        self.params = params
-        self.feedback_params = params.with_(
-            max_new_tokens=config.sampling.feedback_max_new_tokens, temperature=0.0
-        )
+        self.params, self.feedback_params = generation_params(config)
 
     # --- logging ------------------------------------------------------------------------
 
@@ -423,17 +419,12 @@ def run_recipe(
     )
     pending = coordinator.run.remote()
     try:
-        while True:
+        done: list = []
+        while not done:
             done, _ = ray.wait([pending], timeout=poll_s)
-            for line in ray.get(coordinator.drain_log.remote()) if not done else []:
-                emit(line)
-            if done:
-                break
-        try:
-            for line in ray.get(coordinator.drain_log.remote()):
-                emit(line)
-        except ray.exceptions.RayActorError:
-            pass
+            with contextlib.suppress(ray.exceptions.RayActorError):  # a killed coordinator
+                for line in ray.get(coordinator.drain_log.remote()):
+                    emit(line)
         return ray.get(pending)
     finally:
         ray.kill(coordinator)

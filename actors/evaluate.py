@@ -34,9 +34,11 @@ from selfevo.stages import (
 REFINE_STAGES = (GENERATE, FEEDBACK, REFINE, REJUDGE)
 
 
-def _params(config: SelfEvoConfig) -> tuple[GenerationParams, GenerationParams]:
+def generation_params(config: SelfEvoConfig) -> tuple[GenerationParams, GenerationParams]:
+    """(answer params, critique params): answers sample as configured, critiques are greedy."""
     params = GenerationParams.from_config(config.sampling, n=1, seed=config.run.seed)
-    return params, params.with_(max_new_tokens=config.sampling.feedback_max_new_tokens)
+    feedback = params.with_(max_new_tokens=config.sampling.feedback_max_new_tokens)
+    return params, feedback.with_(temperature=0.0)
 
 
 def _run(records, router, chain, out_dir, params, feedback_params, config, emit) -> list[Record]:
@@ -63,7 +65,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Direct, refine and sc@n accuracy (Wilson 95% intervals) of the pool's current model."""
     out_dir = Path(out_dir)
-    params, feedback_params = _params(config)
+    params, feedback_params = generation_params(config)
     greedy = params.with_(temperature=0.0)
     rows = expand_samples(problems, 1)
     chain = self_chain(config.eval.refine_max_iters, REFINE_STAGES, with_filter=False)
@@ -73,7 +75,7 @@ def evaluate(
         chain,
         out_dir / "refine",
         greedy,
-        feedback_params.with_(temperature=0.0),
+        feedback_params,
         config,
         emit,
     )
@@ -111,7 +113,7 @@ def refine(
     ones. Writes one JSON line per prompt: its final ``output``, ``answer`` and every sample.
     """
     output = Path(output)
-    params, feedback_params = _params(config)
+    params, feedback_params = generation_params(config)
     if samples == 1:
         params = params.with_(temperature=0.0)
     elif params.greedy:
@@ -119,9 +121,7 @@ def refine(
     rows = expand_samples(prompts, samples)
     chain = self_chain(max_iters, REFINE_STAGES, with_filter=False)
     work = output.with_name(output.stem + ".stages")
-    records = _run(
-        rows, router, chain, work, params, feedback_params.with_(temperature=0.0), config, emit
-    )
+    records = _run(rows, router, chain, work, params, feedback_params, config, emit)
     votes = vote(records, use_latest=True)
     by_prompt: dict[str, list[Record]] = {}
     for record in sorted(records, key=lambda r: (r.prompt_id, r.sample_index)):

@@ -81,8 +81,8 @@ def heldout_metrics(refined: list[Record], sampled: list[Record] | None) -> dict
         votes = vote(sampled)
         metrics["sc"] = accuracy(
             [
-                bool(is_correct(gold[pid], f"The answer is {a}.")) if a else False
-                for pid, a in votes.items()
+                answers_match(parse_number(answer), parse_number(gold[pid].gold))
+                for pid, answer in votes.items()
                 if pid in gold
             ]
         )

@@ -6,15 +6,15 @@ timeout, and always fails on two problems. The run must complete, record those t
 per record, and keep the API key out of everything it writes.
 """
 
-import contextlib
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from http_stub import chat_reply, reply_json, start
 
 from actors.coordinator import run_recipe
 from selfevo.arithmetic import critique, make_problems
@@ -52,17 +52,6 @@ def _handler(judge: Judge):
         def log_message(self, *args):
             pass
 
-        def _reply(self, status: int, body: dict, headers: dict | None = None) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                self.wfile.write(data)
-
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with judge.lock:
@@ -70,15 +59,15 @@ def _handler(judge: Judge):
                 judge.auth.add(self.headers.get("Authorization", ""))
                 fault = judge.faults.pop(0) if judge.faults else None
             if fault == "429":
-                return self._reply(429, {"error": "rate limited"}, {"Retry-After": "0"})
+                return reply_json(self, 429, {"error": "rate limited"}, {"Retry-After": "0"})
             if fault == "500":
-                return self._reply(500, {"error": "overloaded"})
+                return reply_json(self, 500, {"error": "overloaded"})
             if fault == "stall":
                 time.sleep(2.0)
             text = judge.answer(body["messages"][-1]["content"])
             if text is None:
-                return self._reply(500, {"error": "always fails"})
-            self._reply(200, {"choices": [{"message": {"role": "assistant", "content": text}}]})
+                return reply_json(self, 500, {"error": "always fails"})
+            reply_json(self, 200, chat_reply(text))
 
     return Handler
 
@@ -86,9 +75,8 @@ def _handler(judge: Judge):
 @pytest.fixture
 def judge_url():
     judge = Judge(["429", "500", "stall", "429", "500"])
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(judge))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", judge
+    httpd, url = start(_handler(judge))
+    yield url, judge
     httpd.shutdown()
 
 

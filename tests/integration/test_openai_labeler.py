@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
+import http_stub
 import pytest
+from http_stub import chat_reply, reply_json
 
 from actors.labelers import LabelerError, OpenAIChatClient, OpenAILabeler
 from selfevo.records import KEPT, REJECTED, Message, Record
@@ -31,17 +32,6 @@ def _handler(script: _Script):
         def log_message(self, *args):  # keep test output clean
             pass
 
-        def _reply(self, status: int, body: dict | str, headers: dict | None = None) -> None:
-            data = (body if isinstance(body, str) else json.dumps(body)).encode()
-            self.send_response(status)
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                self.wfile.write(data)
-
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             content = body["messages"][-1]["content"]
@@ -52,22 +42,20 @@ def _handler(script: _Script):
             if "ALWAYS-500" in content:
                 fault = "500"
             if fault == "429":
-                return self._reply(429, {"error": "slow down"}, {"Retry-After": "0"})
+                return reply_json(self, 429, {"error": "slow down"}, {"Retry-After": "0"})
             if fault == "500":
-                return self._reply(500, {"error": "boom"})
+                return reply_json(self, 500, {"error": "boom"})
             if fault == "stall":
                 time.sleep(1.5)
             if fault == "garbage":
-                return self._reply(200, "not json")
+                return reply_json(self, 200, "not json")
             if "Review of the earlier" in content or "Earlier solution" in content:
                 text = "Fixed: the answer is 5."
             elif "wrong" in content:
                 text = "Step 1 adds wrongly.\nJudgement: incorrect"
             else:
                 text = "Each step checks out.\nJudgement: correct"
-            return self._reply(
-                200, {"choices": [{"message": {"role": "assistant", "content": text}}]}
-            )
+            return reply_json(self, 200, chat_reply(text))
 
     return Handler
 
@@ -78,10 +66,9 @@ def server():
 
     def start(faults):
         script = _Script(faults)
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        httpd, url = http_stub.start(_handler(script))
         scripts.append(httpd)
-        return f"http://127.0.0.1:{httpd.server_address[1]}/v1", script
+        return url, script
 
     yield start
     for httpd in scripts:
