@@ -215,9 +215,11 @@ class EnginePool:
 
     @classmethod
     def from_config(cls, config: SelfEvoConfig, model_path: str | None = None) -> EnginePool:
+        from actors.placement import engine_bundle
+
         engine = config.engine
         kwargs = engine_kwargs(config, model_path)
-        gpus = engine.tensor_parallel_size if kwargs["backend"] == "vllm" else 0
+        gpus = int(engine_bundle(config).get("GPU", 0))
         threads = max(1, int(engine.cpus_per_engine))
         return cls(kwargs, engine.num_engines, engine.cpus_per_engine, gpus, threads)
 

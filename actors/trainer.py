@@ -447,6 +447,8 @@ def train(
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from actors.placement import TRAINER_STRATEGY, trainer_worker_resources
+
     output_dir = Path(output_dir).resolve()
     done = output_dir / DONE_FILE
     if done.is_file():
@@ -510,10 +512,8 @@ def train(
         scaling_config=ray.train.ScalingConfig(
             num_workers=world,
             use_gpu=train_cfg.use_gpu,
-            resources_per_worker={
-                "CPU": train_cfg.cpus_per_worker,
-                **({"GPU": 1} if train_cfg.use_gpu else {}),
-            },
+            resources_per_worker=trainer_worker_resources(config),
+            placement_strategy=TRAINER_STRATEGY,
         ),
         run_config=ray.train.RunConfig(
             name="ray_train",

@@ -55,6 +55,22 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_plan(config) -> bool:
+    """On a GPU config, refuse a layout the planner says cannot fit (before Ray starts)."""
+    from selfevo.planner import PlanError, plan
+
+    if not (config.cluster.gpus_per_node and config.train.use_gpu):
+        return True
+    try:
+        result = plan(config)
+    except PlanError as exc:
+        print(f"warning: not checking the GPU layout: {exc}", file=sys.stderr)
+        return True
+    for problem in result.problems:
+        print(f"error: does not fit: {problem}", file=sys.stderr)
+    return result.fits
+
+
 def _preflight(config) -> None:
     """Read every data source a run needs before any engine starts: bad rows fail in seconds."""
     from selfevo import datasets
@@ -68,6 +84,9 @@ def _preflight(config) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     name, overrides = _split_config_and_overrides(args.config, args.overrides)
     config = load_config(name, overrides)
+    if not _check_plan(config):
+        print("see `selfevo plan` for the whole layout", file=sys.stderr)
+        return 1
     _preflight(config)
     run_dir = Path(config.run.output_dir) / config.run.name
     print(f"run directory: {run_dir}")
@@ -121,6 +140,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(format_table(summary))
     print(f"report: {Path(args.run_dir) / 'report.md'}")
     return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from selfevo.planner import format_plan, format_simulation, plan
+
+    config = load_config(args.config, args.overrides)
+    result = plan(config)
+    report = result.to_dict()
+    if args.simulate and result.fits:
+        from actors.placement import simulate
+
+        report["simulated"] = simulate(config)
+    print(json.dumps(report, indent=2) if args.json else format_plan(result))
+    if "simulated" in report and not args.json:
+        print(format_simulation(report["simulated"]))
+    return 0 if result.fits else 1
 
 
 def cmd_demo_seed(args: argparse.Namespace) -> int:
@@ -308,6 +343,19 @@ def build_parser() -> argparse.ArgumentParser:
     reportp = commands.add_parser("report", help="render summary.json and report.md of a run")
     reportp.add_argument("run_dir", help="the run directory (runs/<name>)")
     reportp.set_defaults(func=cmd_report)
+
+    planp = commands.add_parser(
+        "plan", help="placement and per-GPU memory of a GPU config; exit 1 when it does not fit"
+    )
+    planp.add_argument("config", help="YAML path or name under conf/ (e.g. scale/llama3_70b_4x8)")
+    planp.add_argument("overrides", nargs="*", help="key=value overrides")
+    planp.add_argument("--json", action="store_true", help="print the plan as JSON")
+    planp.add_argument(
+        "--simulate",
+        action="store_true",
+        help="also place it on a simulated Ray cluster of that shape (stand-in actors)",
+    )
+    planp.set_defaults(func=cmd_plan)
 
     demo = commands.add_parser("demo", help="the embedded demo world")
     demo_commands = demo.add_subparsers(dest="demo_command", metavar="ACTION", required=True)

@@ -235,6 +235,10 @@ class ClusterConfig:
     num_nodes: int = 1
     gpus_per_node: int = 0
     gpu_memory_gb: float = 80.0
+    # Host memory and CPUs per node, for offloaded optimizer states and CPU reservations
+    # (selfevo plan); cpus_per_node 0 leaves CPUs unchecked.
+    node_memory_gb: float = 1024.0
+    cpus_per_node: int = 0
 
 
 @dataclass
@@ -291,6 +295,10 @@ _RULES: list[tuple[str, Any, str]] = [
     ("eval.refine_max_iters", lambda v: v >= 0, "an integer >= 0"),
     ("cluster.num_nodes", lambda v: v >= 1, "an integer >= 1"),
     ("cluster.gpus_per_node", lambda v: v >= 0, "an integer >= 0"),
+    ("cluster.gpu_memory_gb", lambda v: v > 0, "a number > 0"),
+    ("cluster.node_memory_gb", lambda v: v > 0, "a number > 0"),
+    ("cluster.cpus_per_node", lambda v: v >= 0, "an integer >= 0 (0: unchecked)"),
+    ("engine.max_num_seqs", lambda v: v >= 1, "an integer >= 1"),
 ]
 
 

@@ -10,6 +10,23 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED = PROJECT_ROOT.parent / "shared"
 
+# The demo config cut to CI size: one round of 24 prompts x 2, 32 meta examples, 24 eval
+# problems, 3 training steps (used by the end-to-end run, resume and job-submit tests).
+REDUCED_DEMO = [
+    "recipe.rounds=1",
+    "data.prompts_per_round=24",
+    "data.meta_examples=32",
+    "eval.num_problems=24",
+    "eval.sc_samples=2",
+    "train.max_steps=3",
+    "train.micro_batch_size=8",
+]
+
+
+@pytest.fixture(scope="session")
+def reduced_demo() -> list[str]:
+    return list(REDUCED_DEMO)
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

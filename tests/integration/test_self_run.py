@@ -17,19 +17,9 @@ from selfevo.config import load_config
 from selfevo.manifest import Manifest, plan_steps
 from selfevo.records import KEPT, REJECTED, table_to_records
 
-REDUCED = [
-    "recipe.rounds=1",
-    "data.prompts_per_round=24",
-    "data.meta_examples=32",
-    "eval.num_problems=24",
-    "eval.sc_samples=2",
-    "train.max_steps=3",
-    "train.micro_batch_size=8",
-]
 
-
-def reduced_config(tmp_path: Path, name: str):
-    return load_config("demo", [*REDUCED, f"run.output_dir={tmp_path}", f"run.name={name}"])
+def reduced_config(tmp_path: Path, name: str, reduced: list[str]):
+    return load_config("demo", [*reduced, f"run.output_dir={tmp_path}", f"run.name={name}"])
 
 
 def _ids(path: Path) -> list[str]:
@@ -37,8 +27,8 @@ def _ids(path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def finished_run(ray_cluster, tmp_path_factory):
-    config = reduced_config(tmp_path_factory.mktemp("runs"), "whole")
+def finished_run(ray_cluster, tmp_path_factory, reduced_demo):
+    config = reduced_config(tmp_path_factory.mktemp("runs"), "whole", reduced_demo)
     summary = run_recipe(config)
     return Path(config.run.output_dir) / config.run.name, summary
 
@@ -81,9 +71,11 @@ def _comparable(run_dir: Path) -> list[dict]:
     return [{k: s[k] for k in ("name", "status", "outputs", "metrics")} for s in steps]
 
 
-def test_a_run_killed_after_filter_resumes_to_the_same_manifest(finished_run, tmp_path):
+def test_a_run_killed_after_filter_resumes_to_the_same_manifest(
+    finished_run, tmp_path, reduced_demo
+):
     whole_dir, _ = finished_run
-    config = reduced_config(tmp_path, "killed")
+    config = reduced_config(tmp_path, "killed", reduced_demo)
     run_dir = tmp_path / "killed"
     with pytest.raises(ray.exceptions.RayActorError):
         run_recipe(config, fault_after="round1.filter")

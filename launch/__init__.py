@@ -1,0 +1,1 @@
+"""Launching selfevo on Ray clusters: `ray job submit` helpers and the runtime env."""
