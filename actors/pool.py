@@ -18,10 +18,11 @@ from typing import Any
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
-from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.placement_group import remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.engines import build_engine, engine_kwargs
+from actors.placement import ENGINE_STRATEGY, engine_bundle, reserve
 from selfevo.config import SelfEvoConfig
 from selfevo.generation import Completion, GenerationParams
 from selfevo.records import Message
@@ -199,15 +200,8 @@ class EnginePool:
         bundle = {"CPU": cpus_per_engine}
         if gpus_per_engine:
             bundle["GPU"] = gpus_per_engine
-        self.pg = placement_group([dict(bundle) for _ in range(num_engines)], strategy="PACK")
-        try:
-            ray.get(self.pg.ready(), timeout=ready_timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            remove_placement_group(self.pg)
-            raise RuntimeError(
-                f"could not place {num_engines} engine(s) of {bundle} within "
-                f"{ready_timeout_s:.0f}s: the cluster has {ray.cluster_resources()}"
-            ) from None
+        bundles = [dict(bundle) for _ in range(num_engines)]
+        self.pg = reserve(bundles, ENGINE_STRATEGY, "the engine pool", ready_timeout_s)
         self.router = EngineRouter.options(num_cpus=0, max_concurrency=1000).remote(
             backend, kwargs, num_engines, bundle, self.pg, num_threads
         )
@@ -215,8 +209,6 @@ class EnginePool:
 
     @classmethod
     def from_config(cls, config: SelfEvoConfig, model_path: str | None = None) -> EnginePool:
-        from actors.placement import engine_bundle
-
         engine = config.engine
         kwargs = engine_kwargs(config, model_path)
         gpus = int(engine_bundle(config).get("GPU", 0))

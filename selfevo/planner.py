@@ -73,9 +73,6 @@ class ModelShape:
         embeddings = self.vocab_size * h * (1 if self.tie_embeddings else 2)
         return self.num_layers * per_layer + embeddings + h
 
-    def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
-        return 2 * self.num_layers * self.num_kv_heads * self.dim_per_head * dtype_bytes
-
     @classmethod
     def from_hf_config(cls, config: dict[str, Any]) -> ModelShape:
         heads = config["num_attention_heads"]
@@ -183,7 +180,7 @@ class Plan:
 
 def engine_memory(shape: ModelShape, config: Any) -> EnginePlan:
     engine, tp = config.engine, config.engine.tensor_parallel_size
-    dtype_bytes = _dtype_bytes(str(getattr(config.model.dtype, "value", config.model.dtype)))
+    dtype_bytes = _dtype_bytes(config.model.dtype.value)
     kv_heads_per_rank = max(1, math.ceil(shape.num_kv_heads / tp))
     kv_per_token = 2 * shape.num_layers * kv_heads_per_rank * shape.dim_per_head * dtype_bytes
     tokens = config.model.max_seq_len * engine.max_num_seqs
