@@ -1,10 +1,14 @@
 """The coordinator actor: owns a run's manifest, its engine pool and the current weights.
 
-It walks the manifest's state machine (:mod:`selfevo.manifest`)::
+It walks the manifest's state machine (:mod:`selfevo.manifest`); for SELF::
 
     meta.label -> meta.train -> round0.eval ->
     [roundN.generate -> roundN.critique -> roundN.filter -> roundN.train -> roundN.handoff
      -> roundN.eval] x T -> report
+
+:class:`RunDriver` holds what every recipe shares (engines, weights, labeling, training,
+evaluation, the report); :class:`SelfRun` adds SELF's round steps, and
+:mod:`actors.isheep` and :mod:`actors.mistake_analysis` the other recipes'.
 
 Each step reads what earlier steps wrote (paths in the manifest), writes its own outputs
 under the run directory and finishes in the manifest, so a killed run resumes at the first
@@ -35,14 +39,24 @@ from actors.pipeline import run_pipeline
 from actors.pool import EnginePool
 from actors.trainer import train, write_examples
 from selfevo import datasets
-from selfevo.config import LabelerKind, SelfEvoConfig, to_yaml
+from selfevo.config import LabelerKind, RecipeName, SelfEvoConfig, to_yaml
 from selfevo.evaluation import filter_quality
 from selfevo.manifest import Manifest, config_hash
 from selfevo.oracle import oracle_label
 from selfevo.records import Record, records_to_table, status_counts, table_to_records
 from selfevo.report import write_report
-from selfevo.stages import FEEDBACK, GENERATE, REFINE, REJUDGE, expand_samples, finalize, self_chain
+from selfevo.stages import (
+    FEEDBACK,
+    GENERATE,
+    REFINE,
+    REJUDGE,
+    Stage,
+    expand_samples,
+    finalize,
+    self_chain,
+)
 from selfevo.training import (
+    TrainExample,
     examples_from_records,
     meta_examples,
     mix_training_set,
@@ -67,18 +81,22 @@ def resolve_model(name_or_path: str) -> str:
     return name_or_path
 
 
-def _read_records(path: str | Path) -> list[Record]:
+def read_records(path: str | Path) -> list[Record]:
     return table_to_records(pq.read_table(path))
 
 
-def _write_records(records: list[Record], path: Path) -> str:
+def write_records(records: list[Record], path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(records_to_table(records), path)
     return str(path)
 
 
 class RunDriver:
-    """The step functions of a SELF run; :class:`Coordinator` is its actor wrapper."""
+    """What every recipe's run shares; subclasses add their round steps as
+    ``round_<step>(index)`` methods and say what a round trains on (:meth:`round_examples`).
+    :class:`Coordinator` is the actor wrapper."""
+
+    recipe = "self"
 
     def __init__(self, config: SelfEvoConfig, run_dir: str, fault_after: str | None = None):
         from omegaconf import OmegaConf
@@ -90,11 +108,22 @@ class RunDriver:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(to_yaml(config))
         resolved = OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)
-        self.manifest = Manifest.open(self.run_dir, config_hash(resolved), config.recipe.rounds)
+        self.manifest = Manifest.open(
+            self.run_dir,
+            config_hash(resolved),
+            config.recipe.rounds,
+            self.recipe,
+            meta=self.has_meta,
+        )
         self.base_model = resolve_model(config.model.name_or_path)
         self.pool: EnginePool | None = None
         self.serving: str | None = None
         self.params, self.feedback_params = generation_params(config)
+
+    @property
+    def has_meta(self) -> bool:
+        """Whether the run starts with meta.label and meta.train (SELF always does)."""
+        return True
 
     # --- logging ------------------------------------------------------------------------
 
@@ -153,9 +182,10 @@ class RunDriver:
         self.pool.wake()
         return self.pool
 
-    def _pipeline(self, records, model, stages, out_dir, params) -> list[Record]:
+    def _pipeline(
+        self, records: list[Record], model: str, chain: list[Stage], out_dir: Path, params
+    ) -> list[Record]:
         pool = self._serve(model)
-        chain = self_chain(self.config.recipe.max_refinements, stages, with_filter=False)
         result = run_pipeline(
             records,
             pool.router,
@@ -167,7 +197,7 @@ class RunDriver:
             batch_size=self.config.engine.max_batch_size,
             emit=self.emit,
         )
-        return _read_records(result.output_path)
+        return read_records(result.output_path)
 
     # Manifest outputs are paths relative to the run directory, so a run dir can move.
     def _rel(self, path: str | Path) -> str:
@@ -182,9 +212,15 @@ class RunDriver:
     def _model_of(self, step: str) -> str:
         return str(self._output(step, "model"))
 
+    def _start_model(self) -> str:
+        """The model rounds start from: M_meta when the run has meta steps, else the base."""
+        return self._model_of("meta.train") if self.has_meta else self.base_model
+
     def _current_model(self, round_index: int) -> str:
-        """The model that generates in ``round_index``: the previous round's, or M_meta."""
-        return self._model_of("meta.train" if round_index <= 1 else f"round{round_index - 1}.train")
+        """The model that generates in ``round_index``: the previous round's, or the start."""
+        if round_index <= 1:
+            return self._start_model()
+        return self._model_of(f"round{round_index - 1}.train")
 
     def _train(self, examples, start_from: str, out_dir: Path) -> tuple[dict, dict]:
         training_set = write_examples(examples, out_dir / "training_set.parquet")
@@ -222,9 +258,8 @@ class RunDriver:
         out = self.run_dir / "meta"
         prompts = datasets.meta_prompts(self.config)
         records = expand_samples(prompts, 1, 0)
-        records = self._pipeline(
-            records, self.base_model, [GENERATE], out / "generate", self.params
-        )
+        chain = self_chain(0, [GENERATE], with_filter=False)
+        records = self._pipeline(records, self.base_model, chain, out / "generate", self.params)
         records = self._label(records, out)
         counts = status_counts(records)
         judged = [r.judgement for r in records if r.judgement]
@@ -241,7 +276,7 @@ class RunDriver:
             f"{metrics['judged_incorrect']} incorrect, "
             f"{metrics['labeler_errors']} labeler errors"
         )
-        return {"labeled": self._rel(_write_records(records, out / "labeled.parquet"))}, metrics
+        return {"labeled": self._rel(write_records(records, out / "labeled.parquet"))}, metrics
 
     def _label(self, records: list[Record], out: Path) -> list[Record]:
         kind = self.config.recipe.labeler.kind
@@ -280,10 +315,11 @@ class RunDriver:
             )
         finally:
             pool.shutdown()
-        return _read_records(result.output_path)
+        return read_records(result.output_path)
 
-    def _meta_corpus(self) -> list:
-        labeled = _read_records(self._output("meta.label", "labeled"))
+    def _meta_corpus(self) -> list[TrainExample]:
+        """What meta.train teaches (SELF: D_meta and QA pairs; a warm-up: the recipe's forms)."""
+        labeled = read_records(self._output("meta.label", "labeled"))
         template_set = self.config.recipe.template_set
         return meta_examples(labeled, template_set) + qa_examples(labeled, template_set)
 
@@ -293,74 +329,48 @@ class RunDriver:
     # --- a self-evolution round ---------------------------------------------------------
 
     def round_eval(self, index: int) -> tuple[dict, dict]:
-        model = self._model_of("meta.train" if index == 0 else f"round{index}.train")
+        model = self._start_model() if index == 0 else self._model_of(f"round{index}.train")
         pool = self._serve(model)
         out = self.run_dir / f"round{index}" / "eval"
         metrics = evaluate(
             self.config, pool.router, datasets.eval_problems(self.config), out, self.emit
         )
         self.emit(
-            f"[round{index}.eval] direct {metrics['direct']['acc']:.3f} "
-            f"refine {metrics['refine']['acc']:.3f}"
+            f"[round{index}.eval] direct {metrics['direct']['acc']:.3f}"
+            + (f" refine {metrics['refine']['acc']:.3f}" if "refine" in metrics else "")
             + (f" sc {metrics['sc']['acc']:.3f}" if "sc" in metrics else "")
         )
         return {"metrics": self._rel(out / "metrics.json")}, metrics
 
-    def round_generate(self, index: int) -> tuple[dict, dict]:
-        prompts = datasets.pool_slice(self.config, index)
-        records = expand_samples(prompts, self.config.sampling.n, index)
-        out = self.run_dir / f"round{index}" / "generate"
-        records = self._pipeline(records, self._current_model(index), [GENERATE], out, self.params)
-        return {"records": self._rel(out / "output.parquet")}, {
-            "prompts": len(prompts),
-            **status_counts(records),
-        }
+    def round_examples(self, records: list[Record]) -> list[TrainExample]:
+        """What a round's filtered records train (SELF: the kept answers)."""
+        return examples_from_records(records)
 
-    def round_critique(self, index: int) -> tuple[dict, dict]:
-        records = _read_records(self._output(f"round{index}.generate", "records"))
-        out = self.run_dir / f"round{index}" / "critique"
-        stages = [FEEDBACK, REFINE, REJUDGE]
-        records = self._pipeline(records, self._current_model(index), stages, out, self.params)
-        refined = sum(1 for r in records if r.refined_response is not None)
-        return {"records": self._rel(out / "output.parquet")}, {
-            "rows": len(records),
-            "refined": refined,
-            **status_counts(records),
-        }
-
-    def round_filter(self, index: int) -> tuple[dict, dict]:
-        records = _read_records(self._output(f"round{index}.critique", "records"))
-        for record in records:
-            finalize(record)
-        path = _write_records(records, self.run_dir / f"round{index}" / "filtered.parquet")
-        quality = filter_quality(records)
-        self.emit(
-            f"[round{index}.filter] kept {quality['kept']}/{quality['generated']}"
-            + (
-                f", kept acc {quality['kept_acc']:.3f} vs all {quality['all_acc']:.3f}"
-                if quality["kept_acc"] is not None and quality["all_acc"] is not None
-                else ""
-            )
-        )
-        return {"records": self._rel(path)}, {**quality, "counts": status_counts(records)}
+    def _origin_model(self) -> str:
+        """Where ``latest`` training restarts from: the base model (SELF's M_0)."""
+        return self.base_model
 
     def round_train(self, index: int) -> tuple[dict, dict]:
         train_cfg = self.config.train
         rounds = [
-            examples_from_records(_read_records(self._output(f"round{i}.filter", "records")))
+            self.round_examples(read_records(self._output(f"round{i}.filter", "records")))
             for i in range(1, index + 1)
         ]
         examples = mix_training_set(
             train_cfg.mode.value,
-            self._meta_corpus(),
+            self._meta_corpus() if self.has_meta else [],
             rounds,
             train_cfg.meta_mix_ratio,
             seed=self.config.run.seed + index,
         )
+        if not examples:
+            raise RuntimeError(
+                f"round {index} has nothing to train on: its filter kept no rows and "
+                "train.meta_mix_ratio mixes in no meta examples"
+            )
         previous = self._model_of(f"round{index - 1}.train") if index > 1 else None
-        start = starting_model(
-            train_cfg.mode.value, self.base_model, self._model_of("meta.train"), previous
-        )
+        meta_model = self._model_of("meta.train") if self.has_meta else None
+        start = starting_model(train_cfg.mode.value, self._origin_model(), meta_model, previous)
         return self._train(examples, start, self.run_dir / f"round{index}")
 
     def round_handoff(self, index: int) -> tuple[dict, dict]:
@@ -378,12 +388,70 @@ class RunDriver:
         return {"summary": "summary.json"}, {"rounds": len(summary["rounds"])}
 
 
+class SelfRun(RunDriver):
+    """SELF's round: generate -> self-feedback and self-refinement -> self-filter."""
+
+    def round_generate(self, index: int) -> tuple[dict, dict]:
+        prompts = datasets.pool_slice(self.config, index)
+        records = expand_samples(prompts, self.config.sampling.n, index)
+        out = self.run_dir / f"round{index}" / "generate"
+        chain = self_chain(0, [GENERATE], with_filter=False)
+        records = self._pipeline(records, self._current_model(index), chain, out, self.params)
+        return {"records": self._rel(out / "output.parquet")}, {
+            "prompts": len(prompts),
+            **status_counts(records),
+        }
+
+    def round_critique(self, index: int) -> tuple[dict, dict]:
+        records = read_records(self._output(f"round{index}.generate", "records"))
+        out = self.run_dir / f"round{index}" / "critique"
+        chain = self_chain(
+            self.config.recipe.max_refinements, [FEEDBACK, REFINE, REJUDGE], with_filter=False
+        )
+        records = self._pipeline(records, self._current_model(index), chain, out, self.params)
+        refined = sum(1 for r in records if r.refined_response is not None)
+        return {"records": self._rel(out / "output.parquet")}, {
+            "rows": len(records),
+            "refined": refined,
+            **status_counts(records),
+        }
+
+    def round_filter(self, index: int) -> tuple[dict, dict]:
+        records = read_records(self._output(f"round{index}.critique", "records"))
+        for record in records:
+            finalize(record)
+        path = write_records(records, self.run_dir / f"round{index}" / "filtered.parquet")
+        quality = filter_quality(records)
+        self.emit(
+            f"[round{index}.filter] kept {quality['kept']}/{quality['generated']}"
+            + (
+                f", kept acc {quality['kept_acc']:.3f} vs all {quality['all_acc']:.3f}"
+                if quality["kept_acc"] is not None and quality["all_acc"] is not None
+                else ""
+            )
+        )
+        return {"records": self._rel(path)}, {**quality, "counts": status_counts(records)}
+
+
+def driver_class(config: SelfEvoConfig) -> type[RunDriver]:
+    """The run driver of ``config``'s recipe."""
+    if config.recipe.name is RecipeName.isheep:
+        from actors.isheep import ISheepRun
+
+        return ISheepRun
+    if config.recipe.name is RecipeName.mistake_analysis:
+        from actors.mistake_analysis import MistakeAnalysisRun
+
+        return MistakeAnalysisRun
+    return SelfRun
+
+
 @ray.remote(num_cpus=0, max_concurrency=4)
 class Coordinator:
     """The run's owner, as a Ray actor (see :class:`RunDriver` for what it does)."""
 
     def __init__(self, config: SelfEvoConfig, run_dir: str, fault_after: str | None = None):
-        self.driver = RunDriver(config, run_dir, fault_after)
+        self.driver = driver_class(config)(config, run_dir, fault_after)
 
     def run(self) -> dict[str, Any]:
         try:

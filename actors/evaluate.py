@@ -2,7 +2,8 @@
 
 :func:`evaluate` runs two pipelines over the evaluation problems: the greedy answer followed
 by self-feedback and up to ``eval.refine_max_iters`` refinements (direct and refine
-accuracy, and the judge's precision/recall), and ``eval.sc_samples`` sampled answers per
+accuracy, and the judge's precision/recall; only the direct answer with ``eval.critique``
+off), and ``eval.sc_samples`` sampled answers per
 problem for self-consistency. :func:`refine` is the same machinery for any prompt file:
 ``selfevo refine``.
 """
@@ -68,7 +69,9 @@ def evaluate(
     params, feedback_params = generation_params(config)
     greedy = params.with_(temperature=0.0)
     rows = expand_samples(problems, 1)
-    chain = self_chain(config.eval.refine_max_iters, REFINE_STAGES, with_filter=False)
+    stages = REFINE_STAGES if config.eval.critique else (GENERATE,)
+    iters = config.eval.refine_max_iters if config.eval.critique else 0
+    chain = self_chain(iters, stages, with_filter=False)
     refined = _run(
         rows,
         router,
@@ -93,7 +96,7 @@ def evaluate(
             config,
             emit,
         )
-    metrics = heldout_metrics(refined, sampled)
+    metrics = heldout_metrics(refined, sampled, with_refine=iters > 0)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 

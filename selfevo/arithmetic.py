@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from dataclasses import dataclass
 
 from selfevo.parsers import extract_answer, format_number
@@ -175,3 +176,100 @@ def operands(record: Record) -> tuple[int, int, str] | None:
     if record.task != TASK or not {"a", "b", "op"} <= set(meta):
         return None
     return int(meta["a"]), int(meta["b"]), meta["op"]
+
+
+# --- the other recipes' demo-world skills ------------------------------------------------
+# I-SHEEP's model writes new problems and scores answers; mistake analysis has it write a
+# flawed solution and analyse one. The demo's tiny model learns these forms in a short
+# warm-up on oracle-written examples (see selfevo.warmup); these functions write them.
+
+
+def _template_pattern(template: str) -> re.Pattern:
+    pattern = re.escape(template)
+    for name, group in (
+        ("name", r"(?P<name>[A-Z][a-z]+)"),
+        ("item", r"(?P<item>[a-z]+)"),
+        ("a", r"(?P<a>\d{1,4})"),
+        ("b", r"(?P<b>\d{1,4})"),
+    ):
+        pattern = pattern.replace(re.escape("{" + name + "}"), group)
+    return re.compile(pattern + r"\s*$")
+
+
+_PATTERNS = [(_template_pattern(t), "+") for t in _ADD_TEMPLATES] + [
+    (_template_pattern(t), "-") for t in _SUB_TEMPLATES
+]
+
+
+def parse_problem(question: str) -> tuple[int, int, str] | None:
+    """(a, b, op) of a question written in one of the world's templates, else None.
+
+    A model-written problem gets its gold answer this way, for scoring only: the method never
+    sees it.
+    """
+    text = question.strip()
+    for pattern, op in _PATTERNS:
+        match = pattern.match(text)
+        if match:
+            return int(match["a"]), int(match["b"]), op
+    return None
+
+
+def problem_record(question: str, record_id: str, source: str = "synthesized") -> Record:
+    """A record for a (possibly model-written) question: with operands and gold when it
+    parses as a demo-world problem, as a plain prompt otherwise."""
+    record = Record(id=record_id, prompt_id=record_id, prompt=question.strip(), task=TASK)
+    record.source = source
+    known = parse_problem(question)
+    if known is not None:
+        a, b, op = known
+        record.gold = str(a + b if op == "+" else a - b)
+        record.meta = {"a": str(a), "b": str(b), "op": op, "solution": solution_text(a, b, op)}
+    return record
+
+
+def flawed_solution(a: int, b: int, op: str) -> str:
+    """A worked solution with one plausible slip: a carry or borrow dropped where there is
+    one, else one column's digit off by one. The lines stay in the solution's format."""
+    lines = solution_lines(a, b, op)
+    steps = lines[1:4]
+    flagged = next((i for i, s in enumerate(steps) if s.endswith((" c1", " b1"))), None)
+    digits = [int(s.split("=")[1][0]) for s in steps]
+    if flagged is not None:  # forget to carry: the next column loses its +1/-1
+        steps[flagged] = steps[flagged][:-3]
+        if flagged + 1 < len(steps):
+            nxt = steps[flagged + 1]
+            left, right = nxt.split("=")
+            left = left.removesuffix(f"{op}1")
+            digit = (digits[flagged + 1] + (-1 if op == "+" else 1)) % 10
+            steps[flagged + 1] = f"{left}={digit}{right[1:]}"
+            digits[flagged + 1] = digit
+    else:  # a slip in the tens column
+        left, right = steps[1].split("=")
+        digits[1] = (digits[1] + 1) % 10
+        steps[1] = f"{left}={digits[1]}{right[1:]}"
+    wrong = digits[0] + 10 * digits[1] + 100 * digits[2]
+    return "\n".join([lines[0], *steps, f"The answer is {wrong}."])
+
+
+def assessment(a: int, b: int, op: str, response: str | None) -> tuple[str, str]:
+    """The oracle's (quality, following) self-assessment texts for a response.
+
+    Quality redoes the problem and scores the given answer (9 right, 2 wrong); following
+    checks that the response works on this problem, i.e. its first line is the question's
+    equation (9 yes, 2 no). Both end in ``Score: N``, which :func:`parse_score` reads.
+    """
+    check = critique(a, b, op, response)
+    quality = 9 if check.judgement == CORRECT else 2
+    equation, given = f"{a}{op}{b}", response_equation(response)
+    following = 9 if given == equation else 2
+    return (
+        f"{solution_text(a, b, op)}\nGiven {given_answer(response)}.\nScore: {quality}",
+        f"{equation}\nGiven {given}.\nScore: {following}",
+    )
+
+
+def response_equation(response: str | None) -> str:
+    """A response's first line (where the world's solutions write the equation)."""
+    lines = (response or "").strip().splitlines()
+    return lines[0].strip()[:20] if lines else "none"

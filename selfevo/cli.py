@@ -133,6 +133,40 @@ def cmd_refine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_judge(args: argparse.Namespace) -> int:
+    with contextlib.redirect_stdout(sys.stderr):
+        from actors.judge import build_judge, judge_files
+
+        judge = build_judge(
+            args.judge,
+            judge_model=args.judge_model,
+            api_key_env=args.api_key_env,
+            timeout_s=args.timeout,
+            max_retries=args.max_retries,
+            concurrency=args.concurrency,
+            max_tokens=args.max_new_tokens,
+        )
+        summary = judge_files(judge, args.questions, args.a, args.b, args.output)
+    for error in sorted(set(judge.errors)):
+        print(f"warning: judge request failed (pair counted as a tie): {error}", file=sys.stderr)
+    result = {
+        "wins": summary.wins,
+        "ties": summary.ties,
+        "losses": summary.losses,
+        "unparsed": summary.unparsed,
+        "win_rate": round(summary.win_rate, 4),
+    }
+    print(
+        f"A vs B over {summary.total} questions (each judged in both orders): "
+        f"{summary.wins} wins, {summary.ties} ties, {summary.losses} losses "
+        f"({summary.unparsed} verdicts unparsed); win rate {summary.win_rate:.3f} "
+        "(ties count half)",
+        file=sys.stderr,
+    )
+    print(json.dumps(result))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from selfevo.report import format_table, write_report
 
@@ -339,6 +373,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     refinep.add_argument("overrides", nargs="*", help="key=value overrides")
     refinep.set_defaults(func=cmd_refine)
+
+    judgep = commands.add_parser(
+        "judge", help="pairwise-judge two systems' answers (both orders; win/tie/loss)"
+    )
+    judgep.add_argument("--a", required=True, help='system A: JSONL of {"id", "output"} rows')
+    judgep.add_argument("--b", required=True, help="system B: the same form")
+    judgep.add_argument("--questions", required=True, help="the prompt file the ids refer to")
+    judgep.add_argument(
+        "--judge", required=True, help="an OpenAI-compatible base URL, or a local model dir/name"
+    )
+    judgep.add_argument("--judge-model", help="the endpoint's model name (endpoint judges)")
+    judgep.add_argument(
+        "--api-key-env", default="OPENAI_API_KEY", help="env var holding the endpoint's key"
+    )
+    judgep.add_argument("--output", help="JSONL: both judgements and verdicts per question")
+    judgep.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    judgep.add_argument("--max-retries", type=int, default=5)
+    judgep.add_argument("--concurrency", type=int, default=8, help="parallel endpoint requests")
+    judgep.add_argument("--max-new-tokens", type=int, default=512)
+    judgep.set_defaults(func=cmd_judge)
 
     reportp = commands.add_parser("report", help="render summary.json and report.md of a run")
     reportp.add_argument("run_dir", help="the run directory (runs/<name>)")

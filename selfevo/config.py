@@ -155,9 +155,21 @@ class RecipeConfig:
     # Self-assessment (I-SHEEP): keep rows whose scores reach these thresholds (1-10).
     quality_threshold: float = 8.0
     following_threshold: float = 8.0
-    # Self-instruct synthesis (I-SHEEP): new instructions per round, near-duplicate cut-off.
+    # Self-instruct synthesis (I-SHEEP): few-shot prompts per round (each may yield several
+    # instructions), tasks per prompt and how many of them are model-written, the
+    # near-duplicate cut-off (ROUGE-L F against every seed and accepted instruction) and the
+    # rule filter's word bounds.
     synthesize_per_round: int = 0
+    synthesis_shots: int = 8
+    synthesis_from_generated: int = 2
     rouge_l_threshold: float = 0.7
+    instruction_min_words: int = 3
+    instruction_max_words: int = 150
+    # I-SHEEP and mistake analysis: teach the model the recipe's forms first (synthesis and
+    # scoring, or mistakes and their analysis) on oracle-written examples. Only the demo
+    # world needs it (its tiny model has no pretraining to follow such prompts zero-shot);
+    # the papers start from a pretrained model and skip it.
+    skills_warmup: bool = False
     labeler: LabelerConfig = field(default_factory=LabelerConfig)
 
 
@@ -168,6 +180,10 @@ class DataConfig:
     prompts_per_round: int = 256
     meta_train: str | None = None
     meta_examples: int = 512
+    # I-SHEEP's seed tasks: a prompt file (e.g. Alpaca's seed_tasks.jsonl) or
+    # builtin:arithmetic (the demo world's seed split), of which the first seed_task_count.
+    seed_tasks: str | None = None
+    seed_task_count: int = 175
 
 
 @dataclass
@@ -224,6 +240,9 @@ class EvalConfig:
     # Self-consistency: sampled answers per problem (0 turns sc@n off) and their temperature.
     sc_samples: int = 5
     sc_temperature: float = 0.7
+    # Self-critique of the greedy answers (judge precision/recall) and up to refine_max_iters
+    # refinements; off for a model that never learned to critique (I-SHEEP).
+    critique: bool = True
     refine_max_iters: int = 2
 
 
@@ -274,6 +293,12 @@ _RULES: list[tuple[str, Any, str]] = [
     ("recipe.quality_threshold", lambda v: 1 <= v <= 10, "a score in [1, 10]"),
     ("recipe.following_threshold", lambda v: 1 <= v <= 10, "a score in [1, 10]"),
     ("recipe.rouge_l_threshold", lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    ("recipe.synthesize_per_round", lambda v: v >= 0, "an integer >= 0"),
+    ("recipe.synthesis_shots", lambda v: v >= 1, "an integer >= 1"),
+    ("recipe.synthesis_from_generated", lambda v: v >= 0, "an integer >= 0"),
+    ("recipe.instruction_min_words", lambda v: v >= 1, "an integer >= 1"),
+    ("recipe.instruction_max_words", lambda v: v >= 1, "an integer >= 1"),
+    ("data.seed_task_count", lambda v: v >= 1, "an integer >= 1"),
     ("recipe.labeler.timeout_s", lambda v: v > 0, "a number > 0"),
     ("recipe.labeler.max_retries", lambda v: v >= 0, "an integer >= 0"),
     ("data.prompts_per_round", lambda v: v >= 1, "an integer >= 1"),
@@ -437,12 +462,48 @@ def validate(config: SelfEvoConfig) -> None:
             "recipe.labeler.kind is local",
             "recipe.labeler.model",
         )
+    _validate_recipe(config)
     if config.engine.backend is Backend.vllm and config.cluster.gpus_per_node == 0:
         raise ConfigError(
             "engine.backend=vllm needs GPUs: set cluster.gpus_per_node, "
             "or use engine.backend=hf (or auto) on CPU machines",
             "engine.backend",
         )
+
+
+def _validate_recipe(config: SelfEvoConfig) -> None:
+    recipe = config.recipe
+    if recipe.name is RecipeName.isheep:
+        if recipe.synthesize_per_round < 1:
+            raise ConfigError(
+                "recipe.name=isheep synthesizes its prompts: set recipe.synthesize_per_round "
+                "(few-shot prompts per round) to at least 1",
+                "recipe.synthesize_per_round",
+            )
+        if not config.data.seed_tasks:
+            raise ConfigError(
+                "recipe.name=isheep needs data.seed_tasks: a prompt file (e.g. "
+                "seed_tasks.jsonl) or builtin:arithmetic",
+                "data.seed_tasks",
+            )
+    if recipe.instruction_min_words > recipe.instruction_max_words:
+        raise ConfigError(
+            "recipe.instruction_min_words must not exceed recipe.instruction_max_words",
+            "recipe.instruction_min_words",
+        )
+    if recipe.skills_warmup:
+        if recipe.name is RecipeName.self:
+            raise ConfigError(
+                "recipe.skills_warmup is for isheep and mistake_analysis; SELF's meta-skill "
+                "learning always runs",
+                "recipe.skills_warmup",
+            )
+        if recipe.task != "arithmetic" or recipe.labeler.kind is not LabelerKind.oracle:
+            raise ConfigError(
+                "recipe.skills_warmup writes its examples with the demo world's oracle: it "
+                "needs recipe.task=arithmetic and recipe.labeler.kind=oracle",
+                "recipe.skills_warmup",
+            )
 
 
 def to_yaml(config: SelfEvoConfig) -> str:

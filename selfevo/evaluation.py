@@ -66,16 +66,16 @@ def vote(records: Iterable[Record], use_latest: bool = False) -> dict[str, str |
     }
 
 
-def heldout_metrics(refined: list[Record], sampled: list[Record] | None) -> dict[str, Any]:
-    """Direct, refine and (when ``sampled`` is given) sc@n accuracy, with judge quality."""
+def heldout_metrics(
+    refined: list[Record], sampled: list[Record] | None, with_refine: bool = True
+) -> dict[str, Any]:
+    """Direct, refine (unless ``with_refine`` is off) and (when ``sampled`` is given) sc@n
+    accuracy, with judge quality."""
     direct = [bool(is_correct(r, r.response)) for r in refined]
-    after = [bool(is_correct(r, latest_response(r))) for r in refined]
-    metrics: dict[str, Any] = {
-        "direct": accuracy(direct),
-        "refine": accuracy(after),
-        "judge": judge_quality(refined),
-        "refined_rows": sum(1 for r in refined if r.refined_response is not None),
-    }
+    metrics: dict[str, Any] = {"direct": accuracy(direct), "judge": judge_quality(refined)}
+    if with_refine:
+        metrics["refine"] = accuracy([bool(is_correct(r, latest_response(r))) for r in refined])
+        metrics["refined_rows"] = sum(1 for r in refined if r.refined_response is not None)
     if sampled:
         gold = {r.prompt_id: r for r in refined}
         votes = vote(sampled)

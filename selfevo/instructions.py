@@ -129,18 +129,20 @@ def filter_candidates(
 
 def few_shot_prompt(
     seeds: Sequence[str], generated: Sequence[str], rng: random.Random, shots: int = 8,
-    from_generated: int = 2,
+    from_generated: int = 2, task: str | None = None, template_set: str = "default",
 ) -> str:  # fmt: skip
-    """A Self-Instruct style prompt: ``shots`` numbered tasks, a few of them model-written,
-    ending at the next number for the model to continue."""
+    """A Self-Instruct style prompt: ``shots`` numbered tasks, up to ``from_generated`` of
+    them model-written, ending at the next number for the model to continue (the
+    ``synthesize`` template around them)."""
+    from selfevo.templates import get_template
+
     take_generated = min(from_generated, len(generated))
     chosen = rng.sample(list(generated), take_generated)
     chosen += rng.sample(list(seeds), min(shots - take_generated, len(seeds)))
     rng.shuffle(chosen)
-    lines = ["Come up with a series of diverse tasks, one per line."]
-    lines += [f"{index}. {task}" for index, task in enumerate(chosen, start=1)]
+    lines = [f"{index}. {text}" for index, text in enumerate(chosen, start=1)]
     lines.append(f"{len(chosen) + 1}.")
-    return "\n".join(lines)
+    return get_template("synthesize", template_set, task).format(examples="\n".join(lines))
 
 
 def parse_generated_tasks(text: str | None) -> list[str]:

@@ -8,16 +8,24 @@ orders disagree, the pair is a tie. A judge that always says "first" therefore p
 ties. The win rate counts a tie as half a win.
 
 The verdict is MT-Bench's: ``[[A]]``, ``[[B]]`` or ``[[C]]`` (tie). Only the judge's *last*
-marker counts, so an answer under judgement that the judge quotes (and that happens to contain
-"[[A]]") cannot decide the pair; a judgement without a marker is ``unparsed`` and counts as a
-tie, never as a win.
+marker counts, and markers and section delimiters inside the answers are defanged before the
+judge sees them (:func:`judge_messages`), so an answer cannot forge a verdict or end its own
+section early; a judgement without a marker is ``unparsed`` and counts as a tie, never as a
+win.
+
+Answer files are JSONL rows ``{"id", "output"}`` (what ``selfevo refine`` writes;
+``response`` is accepted too); a bad line is an error naming the file, line and field.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+
+from selfevo.records import Message
 
 A, B, TIE = "A", "B", "tie"
 WIN, LOSS = "win", "loss"
@@ -31,6 +39,47 @@ JUDGE_PROMPT = (
     "tie.\n\n[Question]\n{question}\n\n[Response A]\n{first}\n[End of Response A]\n\n"
     "[Response B]\n{second}\n[End of Response B]"
 )
+
+
+def _defang(answer: str) -> str:
+    """An answer as the judge is shown it: no verdict markers, no fake section ends."""
+    answer = re.sub(r"\[\[\s*([ABC])\s*\]\]", r"[\1]", answer)
+    return re.sub(r"\[\s*(End of )?(Response [AB]|Question)\s*\]", r"(\1\2)", answer, flags=re.I)
+
+
+def judge_messages(question: str, first: str, second: str) -> list[Message]:
+    """The judge's prompt for one order of one pair."""
+    text = JUDGE_PROMPT.format(question=question, first=_defang(first), second=_defang(second))
+    return [Message("user", text)]
+
+
+class AnswerFileError(ValueError):
+    pass
+
+
+def read_answers(path: str | Path) -> dict[str, str]:
+    """``id -> output`` from a JSONL answer file; raises AnswerFileError naming the line."""
+    path = Path(path)
+    answers: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise AnswerFileError(f"{where}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise AnswerFileError(f"{where}: expected an object with 'id' and 'output'")
+        if not isinstance(row.get("id"), (str, int)):
+            raise AnswerFileError(f"{where}: field 'id' must be a string or integer")
+        output = row.get("output", row.get("response"))
+        if not isinstance(output, str):
+            raise AnswerFileError(f"{where}: field 'output' must be a string")
+        if str(row["id"]) in answers:
+            raise AnswerFileError(f"{where}: id {row['id']!r} appears twice")
+        answers[str(row["id"])] = output
+    return answers
 
 
 def parse_preference(judgement: str | None) -> str | None:

@@ -1,10 +1,14 @@
 """The run manifest: the round state machine of a self-evolution run, kept on disk.
 
-A run is an ordered list of steps:
+A run is an ordered list of steps; for SELF:
 
     meta.label -> meta.train -> round0.eval ->
     [roundN.generate -> roundN.critique -> roundN.filter -> roundN.train -> roundN.handoff
      -> roundN.eval] for N = 1..T -> report
+
+I-SHEEP's round is synthesize -> generate -> assess -> filter -> train -> handoff -> eval,
+mistake analysis's generate -> analyze -> filter -> train -> handoff -> eval; both start at
+round0.eval unless a skills warm-up adds the two meta steps.
 
 Each step is ``pending``, ``running`` or ``done`` and keeps its outputs (paths) and metrics.
 The manifest is rewritten atomically after every change, so a killed run leaves it readable;
@@ -26,6 +30,12 @@ from typing import Any
 
 PENDING, RUNNING, DONE = "pending", "running", "done"
 ROUND_STEPS = ("generate", "critique", "filter", "train", "handoff", "eval")
+# Each recipe's round; I-SHEEP and mistake analysis have meta steps only with a warm-up.
+RECIPE_ROUND_STEPS = {
+    "self": ROUND_STEPS,
+    "isheep": ("synthesize", "generate", "assess", "filter", "train", "handoff", "eval"),
+    "mistake_analysis": ("generate", "analyze", "filter", "train", "handoff", "eval"),
+}
 MANIFEST_FILE = "manifest.json"
 # Settings that change where or how fast a run goes, not what it computes.
 _NOT_HASHED = {
@@ -40,11 +50,14 @@ class ManifestError(RuntimeError):
     pass
 
 
-def plan_steps(rounds: int) -> list[str]:
-    """Every step of a run with ``rounds`` self-evolution rounds, in order."""
-    steps = ["meta.label", "meta.train", "round0.eval"]
+def plan_steps(rounds: int, recipe: str = "self", meta: bool = True) -> list[str]:
+    """Every step of a ``recipe`` run with ``rounds`` rounds, in order."""
+    if recipe not in RECIPE_ROUND_STEPS:
+        raise ValueError(f"unknown recipe {recipe!r}; known: {sorted(RECIPE_ROUND_STEPS)}")
+    steps = ["meta.label", "meta.train"] if meta else []
+    steps.append("round0.eval")
     for index in range(1, rounds + 1):
-        steps += [f"round{index}.{name}" for name in ROUND_STEPS]
+        steps += [f"round{index}.{name}" for name in RECIPE_ROUND_STEPS[recipe]]
     return [*steps, "report"]
 
 
@@ -77,11 +90,19 @@ class Manifest:
     steps: list[Step]
 
     @classmethod
-    def open(cls, run_dir: str | Path, config_hash: str, rounds: int) -> Manifest:
+    def open(
+        cls,
+        run_dir: str | Path,
+        config_hash: str,
+        rounds: int,
+        recipe: str = "self",
+        meta: bool = True,
+    ) -> Manifest:
         """Load the run's manifest, or start one. Raises ManifestError on a config mismatch."""
         path = Path(run_dir) / MANIFEST_FILE
+        plan = plan_steps(rounds, recipe, meta)
         if not path.exists():
-            manifest = cls(path, config_hash, [Step(name) for name in plan_steps(rounds)])
+            manifest = cls(path, config_hash, [Step(name) for name in plan])
             manifest.save()
             return manifest
         data = json.loads(path.read_text())
@@ -92,7 +113,7 @@ class Manifest:
             )
         recorded = [Step(**s) for s in data["steps"] if s["name"] != "report"]
         report = next((Step(**s) for s in data["steps"] if s["name"] == "report"), Step("report"))
-        planned = plan_steps(rounds)[:-1]
+        planned = plan[:-1]
         if [s.name for s in recorded] != planned[: len(recorded)] or len(recorded) > len(planned):
             raise ManifestError(
                 f"{path}: its steps do not match a {rounds}-round plan (a run can gain rounds, "

@@ -105,6 +105,7 @@ KNOWN_SHAPES: dict[str, ModelShape] = {
     "meta-llama/Llama-2-7b-hf": _LLAMA2_7B,
     "meta-llama/Llama-2-7b-chat-hf": _LLAMA2_7B,
     "meta-llama/Llama-2-70b-hf": _LLAMA2_70B,
+    "Qwen/Qwen2.5-7B": _QWEN25_7B,
     "Qwen/Qwen2.5-7B-Instruct": _QWEN25_7B,
 }
 

@@ -40,6 +40,9 @@ class Reject:
     RULE = "rule"
     ENGINE_ERROR = "engine_error"
     LABELER_ERROR = "labeler_error"
+    NO_INSTRUCTION = "no_instruction"
+    NOT_A_MISTAKE = "not_a_mistake"
+    ANALYSIS_DISAGREES = "analysis_disagrees"
 
     @staticmethod
     def with_detail(code: str, detail: str | None) -> str:

@@ -65,6 +65,16 @@ def _round_entry(index: int, steps: dict[str, dict[str, Any]]) -> dict[str, Any]
     }
 
 
+def _recipe_name(run_dir: Path) -> str | None:
+    """The run's recipe, from the ``config.yaml`` the coordinator writes beside the manifest."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    return ((yaml.safe_load(path.read_text()) or {}).get("recipe") or {}).get("name")
+
+
 def build_summary(run_dir: str | Path) -> dict[str, Any]:
     """The summary of the run in ``run_dir`` (rounds whose eval is not done yet are left out)."""
     run_dir = Path(run_dir)
@@ -78,6 +88,7 @@ def build_summary(run_dir: str | Path) -> dict[str, Any]:
     label = steps.get("meta.label", {}).get("metrics", {})
     return {
         "run_dir": str(run_dir),
+        "recipe": _recipe_name(run_dir),
         "wall_seconds": round(wall, 1),
         "complete": all(s.get("status") == DONE for s in steps.values() if s["name"] != "report"),
         "meta": {
@@ -243,9 +254,11 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
         f"Meta-skill labeler: {meta['labeler']} ({meta['judged_correct']} judged correct, "
         f"{meta['judged_incorrect']} incorrect, {meta['labeler_errors']} labeler errors).",
         "",
-        "Round 0 is the meta-skill model. *kept acc* and *all acc* score the self-filter's kept "
-        "answers and every self-generated answer against the gold; *filter precision* is the "
-        'share of answers the model judged "correct" that are correct.',
+        f"Recipe: {summary['recipe'] or 'unknown'}. Round 0 is the model before the first "
+        "round (after meta-skill learning or a warm-up, when the run has one). *kept acc* and "
+        "*all acc* score the self-filter's kept answers and every self-generated answer "
+        "against the gold; *filter precision* is the share of answers the model judged "
+        '"correct" that are correct.',
         "",
         _markdown_table(summary),
         "",

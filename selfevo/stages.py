@@ -5,12 +5,18 @@ prompt for a row) and ``apply`` (write a completion back, or reject the row with
 The Ray plumbing in ``actors.pipeline`` only moves batches and calls an engine; everything
 that decides what happens to a row is here, and is tested without Ray.
 
-The chain is generate -> feedback -> (refine -> rejudge) x k -> filter. Refinement touches
+SELF's chain is generate -> feedback -> (refine -> rejudge) x k -> filter. Refinement touches
 only rows judged incorrect, and the latest refinement replaces the earlier one. A row that a
 stage rejects passes through the remaining stages untouched, so every input row reaches the
 output exactly once. Departures from SELF: a response cut off at ``max_new_tokens`` is
 rejected outright (its final answer is missing), and a critique cut off before its verdict
 line is rejected with a reason that names the limit to raise.
+
+The other recipes add stages over the same records: I-SHEEP's self-assessment (a 1-10 score
+for quality and one for instruction following, into ``scores``; an unparseable score is a
+``no_score`` rejection) and mistake analysis's induction (a row with ``meta["kind"] ==
+"mistake"`` is answered with a deliberately flawed response) and guided analysis (the model,
+told that response is flawed, explains why; into ``feedback``).
 """
 
 from __future__ import annotations
@@ -18,14 +24,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from selfevo.arithmetic import given_answer
+from selfevo.arithmetic import given_answer, response_equation
 from selfevo.generation import LENGTH, Completion
-from selfevo.parsers import parse_judgement
+from selfevo.parsers import parse_judgement, parse_score
 from selfevo.records import CORRECT, INCORRECT, PENDING, Message, Record, Reject
 from selfevo.templates import answer_messages, build_messages
 
 GENERATE, FEEDBACK, REFINE, REJUDGE, FILTER = "generate", "feedback", "refine", "rejudge", "filter"
 STAGE_NAMES = (GENERATE, FEEDBACK, REFINE, REJUDGE, FILTER)
+# I-SHEEP's self-assessment and mistake analysis's induction and guided analysis.
+ASSESS_QUALITY, ASSESS_FOLLOWING = "assess_quality", "assess_following"
+INDUCE, ANALYZE = "induce", "analyze"
+# Rows of a mistake-analysis round: ``meta["kind"]`` is ``mistake`` for an induced one.
+KIND, MISTAKE = "kind", "mistake"
 
 
 @dataclass(frozen=True)
@@ -69,8 +80,12 @@ def _latest_feedback(record: Record) -> str | None:
 # --- generate ----------------------------------------------------------------------------
 
 
+def is_mistake_row(record: Record) -> bool:
+    return record.meta.get(KIND) == MISTAKE
+
+
 def _needs_response(record: Record) -> bool:
-    return record.status == PENDING and record.response is None
+    return record.status == PENDING and record.response is None and not is_mistake_row(record)
 
 
 def _reject_unusable(record: Record, completion: Completion, max_tokens: int, what: str) -> None:
@@ -131,7 +146,12 @@ def _judge(feedback: Completion, max_tokens: int, what: str) -> tuple[str | None
 
 
 def _needs_feedback(record: Record) -> bool:
-    return record.status == PENDING and record.response is not None and record.feedback is None
+    return (
+        record.status == PENDING
+        and record.response is not None
+        and record.feedback is None
+        and not is_mistake_row(record)
+    )
 
 
 def _apply_feedback(record: Record, completion: Completion, max_tokens: int) -> None:
@@ -176,6 +196,94 @@ def _apply_refinement(record: Record, completion: Completion, max_tokens: int) -
     _reject_unusable(record, completion, max_tokens, "refinement")
 
 
+# --- self-assessment (I-SHEEP) -----------------------------------------------------------
+
+
+def assess_prompt(record: Record, aspect: str, template_set: str = "default") -> list[Message]:
+    """The 1-10 self-assessment prompt for ``aspect`` (``quality`` or ``following``)."""
+    response = record.response or ""
+    return build_messages(
+        f"assess_{aspect}",
+        task=record.task,
+        template_set=template_set,
+        question=record.question_text(),
+        response=response,
+        answer=given_answer(response),
+        equation=response_equation(response),
+    )
+
+
+def _assess_stage(aspect: str) -> Stage:
+    def select(record: Record) -> bool:
+        return (
+            record.status == PENDING and record.response is not None and aspect not in record.scores
+        )
+
+    def apply(record: Record, completion: Completion, max_tokens: int) -> None:
+        record.meta[f"{aspect}_assessment"] = completion.text
+        score = parse_score(completion.text)
+        if score.value is not None:
+            record.scores[aspect] = score.value
+        elif completion.finish_reason == LENGTH:
+            record.reject(
+                Reject.NO_SCORE,
+                f"{aspect} assessment cut at {max_tokens} tokens before its score "
+                "(raise sampling.feedback_max_new_tokens)",
+            )
+        else:
+            record.reject(Reject.NO_SCORE, f"{aspect}: {score.reason}")
+
+    return Stage(
+        f"assess_{aspect}",
+        select,
+        lambda r, t: assess_prompt(r, aspect, t),
+        apply,
+        feedback=True,
+    )
+
+
+# --- mistake induction and guided analysis ------------------------------------------------
+
+
+def analysis_prompt(
+    record: Record, response: str, guided: bool, template_set: str = "default"
+) -> list[Message]:
+    """The analysis prompt for ``response``: guided (told it is flawed) or not (for training)."""
+    return build_messages(
+        "mistake_analyze_guided" if guided else "mistake_analyze",
+        task=record.task,
+        template_set=template_set,
+        question=record.question_text(),
+        response=response,
+        answer=given_answer(response),
+    )
+
+
+def _needs_mistake(record: Record) -> bool:
+    return record.status == PENDING and record.response is None and is_mistake_row(record)
+
+
+def _induce_messages(record: Record, template_set: str) -> list[Message]:
+    return build_messages(
+        "mistake_induce", task=record.task, template_set=template_set, question=record.prompt
+    )
+
+
+def _needs_analysis(record: Record) -> bool:
+    return (
+        record.status == PENDING
+        and is_mistake_row(record)
+        and record.response is not None
+        and record.feedback is None
+    )
+
+
+def _apply_analysis(record: Record, completion: Completion, max_tokens: int) -> None:
+    record.feedback = completion.text
+    record.judgement = parse_judgement(completion.text).judgement
+    _reject_unusable(record, completion, max_tokens, "analysis")
+
+
 # --- filter ------------------------------------------------------------------------------
 
 
@@ -214,7 +322,25 @@ STAGES: dict[str, Stage] = {
     REFINE: Stage(REFINE, _needs_refinement, _refine_messages, _apply_refinement),
     REJUDGE: Stage(REJUDGE, _needs_rejudge, _feedback_messages, _apply_rejudge, feedback=True),
     FILTER: Stage(FILTER, _never, _no_messages, _no_apply),
+    ASSESS_QUALITY: _assess_stage("quality"),
+    ASSESS_FOLLOWING: _assess_stage("following"),
+    INDUCE: Stage(INDUCE, _needs_mistake, _induce_messages, _apply_response),
+    ANALYZE: Stage(
+        ANALYZE,
+        _needs_analysis,
+        lambda r, t: analysis_prompt(r, r.response or "", True, t),
+        _apply_analysis,
+        feedback=True,
+    ),
 }
+
+
+def chain_of(*names: str) -> list[Stage]:
+    """The named stages, in the order given (for the recipes other than SELF)."""
+    unknown = [name for name in names if name not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; known: {sorted(STAGES)}")
+    return [STAGES[name] for name in names]
 
 
 def self_chain(

@@ -60,6 +60,12 @@ DEFAULT_TEMPLATES: dict[str, str] = {
     # ({answer} is the response's final answer; see selfevo.arithmetic for why not all of it.)
     "feedback_arithmetic": "{question}\nCheck: {answer}",
     "refine_arithmetic": "{question}\nFix: {answer}\n{feedback}",
+    "assess_quality_arithmetic": "{question}\nRate: {answer}",
+    "assess_following_arithmetic": "{question}\nForm: {equation}",
+    "synthesize_arithmetic": "New problems:\n{examples}",
+    "mistake_induce_arithmetic": "{question}\nMistake:",
+    "mistake_analyze_guided_arithmetic": "{question}\nFlawed: {answer}",
+    "mistake_analyze_arithmetic": "{question}\nCheck: {answer}",
     "assess_quality": (
         "Rate the quality of a response to an instruction.\n\n"
         "Instruction:\n{question}\n\nResponse:\n{response}\n\n"
@@ -72,13 +78,8 @@ DEFAULT_TEMPLATES: dict[str, str] = {
         "Does it do exactly what was asked, in the form that was asked? Give a score from 1 "
         "(ignores the instruction) to 10 (follows it fully) on one line, as score||reason."
     ),
-    "synthesize": (
-        "Below are examples of tasks a person might ask an AI assistant to do.\n\n"
-        "{examples}\n\n"
-        "Write one new task that differs from all of them in topic and in form. It must be "
-        "doable by a text-only assistant. Reply in the same layout: a line starting with "
-        '"Task:", then, if the task needs an input, a line starting with "Input:".'
-    ),
+    # Self-Instruct's layout: numbered tasks, ending at the next number for the model to fill.
+    "synthesize": "Come up with a series of diverse tasks, one per line.\n{examples}",
     "mistake_induce": (
         "{question}\n\n"
         "For a training exercise, write a response to the request above that looks "

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from selfevo.records import INCORRECT, KEPT, REJECTED, Message, Record, Reject
+from selfevo.records import CORRECT, INCORRECT, KEPT, REJECTED, Message, Record, Reject
 from selfevo.stages import feedback_prompt, refine_prompt
 from selfevo.templates import answer_messages
 
@@ -95,6 +95,21 @@ def qa_examples(records: Iterable[Record], template_set: str = "default") -> lis
                 )
             )
     return out
+
+
+def own_answer_replay(labeled: Iterable[Record], template_set: str = "default"):
+    """The model's own answers that the oracle judged correct, as answer examples.
+
+    A warm-up that teaches only new forms makes a tiny model forget how to answer; replaying
+    its own right answers keeps that skill without handing it any gold solution.
+    """
+    return [
+        TrainExample(
+            f"{r.id}:own", tuple(answer_messages(r, template_set)), r.response, "warmup_own"
+        )
+        for r in labeled
+        if r.judgement == CORRECT and r.response
+    ]
 
 
 def examples_from_rows(rows: Iterable[dict[str, Any]], source: str = "sft") -> list[TrainExample]:

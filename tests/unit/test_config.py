@@ -112,6 +112,19 @@ def test_cross_field_rules():
         load_config("demo", ["engine.backend=vllm"])
 
 
+def test_recipe_rules_name_the_key():
+    with pytest.raises(ConfigError, match=r"recipe\.synthesize_per_round"):
+        load_config("demo", ["recipe.name=isheep"])
+    with pytest.raises(ConfigError, match=r"data\.seed_tasks"):
+        load_config("demo", ["recipe.name=isheep", "recipe.synthesize_per_round=4"])
+    with pytest.raises(ConfigError, match="SELF's meta-skill learning always runs"):
+        load_config("demo", ["recipe.skills_warmup=true"])
+    with pytest.raises(ConfigError, match=r"recipe\.task=arithmetic"):
+        load_config("recipes/mistake_analysis_demo", ["recipe.task=math"])
+    with pytest.raises(ConfigError, match="instruction_min_words"):
+        load_config("recipes/isheep_demo", ["recipe.instruction_min_words=200"])
+
+
 def test_override_without_equals_is_an_error():
     with pytest.raises(ConfigError, match="key=value"):
         load_config("demo", ["recipe.rounds"])

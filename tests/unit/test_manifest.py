@@ -26,6 +26,27 @@ def test_plan_has_meta_rounds_and_report():
     assert steps[-1] == "report" and len(steps) == 3 + 12 + 1
 
 
+def test_each_recipe_plans_its_own_round_and_meta_only_when_asked():
+    assert plan_steps(1, "isheep", meta=False) == [
+        "round0.eval",
+        *(f"round1.{s}" for s in ("synthesize", "generate", "assess", "filter", "train")),
+        "round1.handoff",
+        "round1.eval",
+        "report",
+    ]
+    ma = plan_steps(1, "mistake_analysis", meta=True)
+    assert ma[:3] == ["meta.label", "meta.train", "round0.eval"]
+    assert ma[3:6] == ["round1.generate", "round1.analyze", "round1.filter"]
+    with pytest.raises(ValueError, match="unknown recipe"):
+        plan_steps(1, "dpo")
+
+
+def test_a_run_dir_of_another_recipe_is_refused(tmp_path):
+    Manifest.open(tmp_path, "h", rounds=1, recipe="isheep", meta=False)
+    with pytest.raises(ManifestError, match="do not match"):
+        Manifest.open(tmp_path, "h", rounds=1, recipe="mistake_analysis", meta=False)
+
+
 def test_steps_run_in_order_and_resume_after_a_kill(tmp_path):
     manifest = Manifest.open(tmp_path, "h", rounds=1)
     for name in ("meta.label", "meta.train"):

@@ -1,0 +1,63 @@
+"""Mistake analysis's run: own answers and induced mistakes -> guided analysis -> filter ->
+fine-tune on the analyses (unguided prompts) and the own answers, each round.
+
+The round logic is in :mod:`selfevo.mistakes`; prompts come from the pool like SELF's
+(``data.prompts_per_round`` fresh ones per round).
+"""
+
+from __future__ import annotations
+
+from actors.coordinator import RunDriver, read_records, write_records
+from selfevo import datasets, mistakes
+from selfevo.records import Record, status_counts
+from selfevo.stages import ANALYZE, GENERATE, INDUCE, chain_of
+from selfevo.training import TrainExample
+
+
+class MistakeAnalysisRun(RunDriver):
+    recipe = "mistake_analysis"
+
+    @property
+    def has_meta(self) -> bool:
+        return self.config.recipe.skills_warmup
+
+    def _origin_model(self) -> str:
+        return self._start_model()
+
+    def _meta_corpus(self) -> list[TrainExample]:
+        labeled = read_records(self._output("meta.label", "labeled"))
+        return mistakes.warmup_examples(labeled, self.config.recipe.template_set)
+
+    def round_examples(self, records: list[Record]) -> list[TrainExample]:
+        return mistakes.training_examples(records, self.config.recipe.template_set)
+
+    def round_generate(self, index: int) -> tuple[dict, dict]:
+        prompts = datasets.pool_slice(self.config, index)
+        rows = mistakes.round_rows(prompts, index)
+        out = self.run_dir / f"round{index}" / "generate"
+        chain = chain_of(GENERATE, INDUCE)
+        rows = self._pipeline(rows, self._current_model(index), chain, out, self.params)
+        return {"records": self._rel(out / "output.parquet")}, {
+            "prompts": len(prompts),
+            **status_counts(rows),
+        }
+
+    def round_analyze(self, index: int) -> tuple[dict, dict]:
+        rows = read_records(self._output(f"round{index}.generate", "records"))
+        out = self.run_dir / f"round{index}" / "analyze"
+        model = self._current_model(index)
+        rows = self._pipeline(rows, model, chain_of(ANALYZE), out, self.feedback_params)
+        return {"records": self._rel(out / "output.parquet")}, status_counts(rows)
+
+    def round_filter(self, index: int) -> tuple[dict, dict]:
+        rows = mistakes.finalize_round(
+            read_records(self._output(f"round{index}.analyze", "records"))
+        )
+        path = write_records(rows, self.run_dir / f"round{index}" / "filtered.parquet")
+        quality = mistakes.round_quality(rows)
+        self.emit(
+            f"[round{index}.filter] kept {quality['kept_answers']} own answers and "
+            f"{quality['kept_analyses']} analyses of {quality['generated']} rows; induced "
+            f"responses wrong: {quality['induced_wrong']}"
+        )
+        return {"records": self._rel(path)}, {**quality, "counts": status_counts(rows)}

@@ -1,0 +1,208 @@
+"""I-SHEEP's round logic, the pure part: synthesis prompts, accepted instructions, the score
+filter, and the demo world's warm-up corpus.
+
+A round (Liang et al., "I-SHEEP: Self-Alignment of LLM from Scratch through an Iterative
+Self-Enhancement Paradigm") runs: synthesize (the model continues few-shot prompts of seed
+tasks and instructions it wrote before) -> rule filters and ROUGE-L dedup
+(:mod:`selfevo.instructions`) -> answer -> self-assess (1-10 for quality and for instruction
+following) -> keep pairs at or above both thresholds -> fine-tune. Every synthesis prompt,
+every candidate instruction and every answered pair ends kept or rejected with a reason.
+
+Departures: I-SHEEP generates (instruction, input) pairs with a separate input step; here an
+instruction line carries its own input. The demo world's tiny model cannot follow a few-shot
+prompt or write a score out of the box, so ``recipe.skills_warmup`` first fine-tunes it on
+oracle-written examples of both forms (:func:`warmup_examples`); the paper needs no warm-up.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from selfevo import arithmetic
+from selfevo.instructions import (
+    Candidate,
+    Decision,
+    few_shot_prompt,
+    filter_candidates,
+    parse_generated_tasks,
+)
+from selfevo.records import KEPT, PENDING, Message, Record, Reject
+from selfevo.stages import assess_prompt
+
+QUALITY, FOLLOWING = "quality", "following"
+
+
+def synthesis_rows(
+    seeds: Sequence[str],
+    generated: Sequence[str],
+    count: int,
+    round_index: int,
+    *,
+    seed: int,
+    shots: int,
+    from_generated: int,
+    task: str | None,
+    template_set: str = "default",
+) -> list[Record]:
+    """``count`` few-shot prompts for round ``round_index`` (deterministic in ``seed``)."""
+    rng = random.Random(f"synthesis:{seed}:{round_index}")
+    rows = []
+    for k in range(count):
+        text = few_shot_prompt(seeds, generated, rng, shots, from_generated, task, template_set)
+        row_id = f"round{round_index}-synth{k}"
+        rows.append(
+            Record(
+                id=row_id,
+                prompt_id=row_id,
+                messages=[Message("user", text)],
+                round=round_index,
+                task=task,
+                source="synthesis",
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class SynthesisResult:
+    rows: list[Record]  # the synthesis prompts, each kept (>= 1 instruction) or rejected
+    decisions: list[Decision]  # one per candidate instruction
+    prompts: list[Record]  # the accepted instructions, as prompts to answer
+
+
+def _usable_continuation(row: Record) -> str | None:
+    """The text to parse tasks from: the whole continuation, or, when it ran into the token
+    limit, every line but the last (which may be cut); None when nothing is usable."""
+    if row.status == PENDING:
+        return row.response or ""
+    if (row.reject_reason or "").startswith(Reject.TRUNCATED) and "\n" in (row.response or ""):
+        return (row.response or "").rsplit("\n", 1)[0]
+    return None
+
+
+def accept_synthesized(
+    rows: list[Record],
+    known: list[tuple[str, str]],
+    *,
+    threshold: float,
+    min_words: int,
+    max_words: int,
+    make_prompt: Callable[[str, str], Record],
+) -> SynthesisResult:
+    """Parse each row's continuation into candidates, filter them (rules, then ROUGE-L
+    against ``known`` and each other) and turn the accepted ones into prompts."""
+    candidates: list[Candidate] = []
+    for row in rows:
+        text = _usable_continuation(row)
+        if text is not None:
+            row.status, row.reject_reason = PENDING, None
+            tasks = parse_generated_tasks(text)
+            candidates += [Candidate(f"{row.id}.{j}", t) for j, t in enumerate(tasks)]
+    decisions = filter_candidates(candidates, known, threshold, min_words, max_words)
+    by_row: dict[str, list[Decision]] = {}
+    for decision in decisions:
+        by_row.setdefault(decision.id.rsplit(".", 1)[0], []).append(decision)
+    for row in rows:
+        if row.status != PENDING:
+            continue
+        mine = by_row.get(row.id, [])
+        accepted = [d for d in mine if d.accepted]
+        if accepted:
+            row.keep("\n".join(d.instruction for d in accepted))
+        elif mine:
+            row.reject(Reject.NO_INSTRUCTION, mine[0].reason)
+        else:
+            row.reject(Reject.NO_INSTRUCTION, "no task in the continuation")
+    prompts = [make_prompt(d.id, d.instruction) for d in decisions if d.accepted]
+    return SynthesisResult(rows, decisions, prompts)
+
+
+def score_filter(record: Record, quality_threshold: float, following_threshold: float) -> Record:
+    """Keep a self-assessed pair whose scores reach both thresholds; reject it otherwise."""
+    if record.status != PENDING:
+        return record
+    low = [
+        f"{aspect} {record.scores[aspect]:g} < {threshold:g}"
+        for aspect, threshold in ((QUALITY, quality_threshold), (FOLLOWING, following_threshold))
+        if record.scores.get(aspect, 0.0) < threshold
+    ]
+    if low:
+        return record.reject(Reject.LOW_SCORE, ", ".join(low))
+    return record.keep(record.response or "")
+
+
+def score_quality(records: list[Record]) -> dict[str, float | int | None]:
+    """How the self-assessment did against gold answers (where the world has them)."""
+    with_gold = [r for r in records if r.gold is not None and QUALITY in r.scores]
+    from selfevo.evaluation import is_correct
+
+    right = [r for r in with_gold if is_correct(r, r.response)]
+    wrong = [r for r in with_gold if not is_correct(r, r.response)]
+
+    def mean(rows: list[Record]) -> float | None:
+        return round(sum(r.scores[QUALITY] for r in rows) / len(rows), 3) if rows else None
+
+    return {
+        "scored_with_gold": len(with_gold),
+        "mean_quality_right": mean(right),
+        "mean_quality_wrong": mean(wrong),
+        "kept": sum(1 for r in records if r.status == KEPT),
+    }
+
+
+# --- the demo world's warm-up -------------------------------------------------------------
+
+
+def warmup_examples(
+    labeled: list[Record],
+    seeds: Sequence[str],
+    *,
+    seed: int,
+    shots: int,
+    from_generated: int,
+    template_set: str = "default",
+):
+    """Oracle-written examples of the two skills, from the meta-skill records (the model's
+    own answers to demo problems): continue a few-shot list of problems with a new one, and
+    score an answer's quality and instruction following."""
+    from selfevo.training import TrainExample, own_answer_replay
+
+    rng = random.Random(f"warmup:{seed}")
+    questions = [r.prompt or "" for r in labeled]
+    examples = []
+    for index, record in enumerate(labeled):
+        others = questions[:index] + questions[index + 1 :]
+        prompt = few_shot_prompt(
+            seeds,
+            rng.sample(others, min(from_generated, len(others))),
+            rng,
+            shots,
+            from_generated,
+            record.task,
+            template_set,
+        )
+        examples.append(
+            TrainExample(
+                f"{record.prompt_id}:synthesize",
+                (Message("user", prompt),),
+                record.prompt or "",
+                "warmup_synthesize",
+            )
+        )
+        known = arithmetic.operands(record)
+        if known is None or record.response is None:
+            continue
+        quality, following = arithmetic.assessment(*known, record.response)
+        texts = {QUALITY: quality, FOLLOWING: following}
+        for aspect, text in texts.items():
+            examples.append(
+                TrainExample(
+                    f"{record.id}:{aspect}",
+                    tuple(assess_prompt(record, aspect, template_set)),
+                    text,
+                    f"warmup_{aspect}",
+                )
+            )
+    return examples + own_answer_replay(labeled, template_set)

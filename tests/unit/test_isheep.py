@@ -1,0 +1,144 @@
+"""I-SHEEP's pure round logic: synthesis prompts, accepted instructions, the score filter,
+self-assessment stages and the demo world's warm-up corpus."""
+
+from __future__ import annotations
+
+import pytest
+
+from selfevo import arithmetic, isheep
+from selfevo.generation import LENGTH, STOP, Completion
+from selfevo.records import KEPT, PENDING, REJECTED, Record
+from selfevo.stages import ASSESS_FOLLOWING, ASSESS_QUALITY, STAGES
+
+SEEDS = [p.question for p in arithmetic.make_problems("seed", 8)]
+
+
+def _rows(responses: list[str | None], truncated: tuple[int, ...] = ()) -> list[Record]:
+    rows = isheep.synthesis_rows(
+        SEEDS, [], len(responses), 1, seed=0, shots=3, from_generated=1, task="arithmetic"
+    )
+    for k, (row, text) in enumerate(zip(rows, responses, strict=True)):
+        row.response = text
+        if k in truncated:
+            row.reject("truncated", "response hit max_new_tokens=96")
+    return rows
+
+
+def test_synthesis_rows_are_few_shot_prompts_ending_at_the_next_number():
+    rows = isheep.synthesis_rows(
+        SEEDS, ["Kai has 101 pens and gets 202 more. How many now?"], 4, 2, seed=0, shots=3,
+        from_generated=1, task="arithmetic",
+    )  # fmt: skip
+    again = isheep.synthesis_rows(
+        SEEDS, ["Kai has 101 pens and gets 202 more. How many now?"], 4, 2, seed=0, shots=3,
+        from_generated=1, task="arithmetic",
+    )  # fmt: skip
+    assert [r.messages for r in rows] == [r.messages for r in again]  # deterministic
+    text = rows[0].messages[0].content
+    assert text.startswith("New problems:\n1. ") and text.endswith("\n4.")
+    assert "Kai has 101 pens" in text
+    assert {r.round for r in rows} == {2} and len({r.id for r in rows}) == 4
+
+
+def test_accepted_instructions_become_prompts_and_every_candidate_has_a_verdict():
+    new = "Ivy has 512 beads and gets 233 more. How many now?"
+    rows = _rows(
+        [
+            new,  # accepted, with its gold answer read back from the text
+            SEEDS[0],  # a copy of a seed: near duplicate
+            "777",  # too short
+            new.replace("512", "513"),  # near duplicate of the first (same template, name, item)
+            None,  # nothing written
+            "Leo has 120 cards and gives away 20. How many left?\nA shop had 9",  # cut off
+        ],
+        truncated=(5,),
+    )
+    result = isheep.accept_synthesized(
+        rows,
+        [(f"seed{i}", s) for i, s in enumerate(SEEDS)],
+        threshold=0.85,
+        min_words=3,
+        max_words=40,
+        make_prompt=lambda cid, text: arithmetic.problem_record(text, cid),
+    )
+    reasons = {d.id: (d.reason or "accepted").split(":")[0] for d in result.decisions}
+    assert reasons == {
+        f"{rows[0].id}.0": "accepted",
+        f"{rows[1].id}.0": "near_duplicate",
+        f"{rows[2].id}.0": "too_short",
+        f"{rows[3].id}.0": "near_duplicate",
+        f"{rows[5].id}.0": "accepted",
+    }
+    assert [r.status for r in rows] == [KEPT, REJECTED, REJECTED, REJECTED, REJECTED, KEPT]
+    assert rows[4].reject_reason == "no_instruction: no task in the continuation"
+    assert rows[2].reject_reason.startswith("no_instruction: too_short")
+    assert [p.prompt for p in result.prompts] == [
+        new,
+        "Leo has 120 cards and gives away 20. How many left?",
+    ]
+    assert [p.gold for p in result.prompts] == ["745", "100"]
+
+
+def test_score_filter_keeps_only_pairs_reaching_both_thresholds():
+    def scored(quality, following):
+        record = Record(id="x#0", prompt_id="x", prompt="q", response="r")
+        record.scores = {"quality": quality, "following": following}
+        return isheep.score_filter(record, 8, 8)
+
+    assert scored(9, 8).status == KEPT and scored(9, 8).final_response == "r"
+    assert scored(7, 9).reject_reason == "low_score: quality 7 < 8"
+    assert scored(2, 2).reject_reason == "low_score: quality 2 < 8, following 2 < 8"
+    done = Record(id="y#0", prompt_id="y", prompt="q", status=REJECTED, reject_reason="truncated")
+    assert isheep.score_filter(done, 8, 8).reject_reason == "truncated"
+
+
+@pytest.mark.parametrize(
+    ("stage", "text", "finish", "score", "reason"),
+    [
+        (ASSESS_QUALITY, "347+285\nGiven 632.\nScore: 9", STOP, 9.0, None),
+        (ASSESS_FOLLOWING, "7||does what was asked", STOP, 7.0, None),
+        (ASSESS_QUALITY, "looks fine to me", STOP, None, "no_score: quality: no score"),
+        (ASSESS_QUALITY, "Score: 12", STOP, None, "no_score: quality: score 12 out of range"),
+        (ASSESS_FOLLOWING, "347+285\nGiven", LENGTH, None, "no_score: following assessment cut"),
+    ],
+)
+def test_assessment_stages_score_or_reject_with_a_reason(stage, text, finish, score, reason):
+    record = Record(id="p#0", prompt_id="p", prompt="Mia has 347 stamps", task="arithmetic")
+    record.response = "347+285\nThe answer is 632."
+    spec = STAGES[stage]
+    assert spec.select(record) and spec.feedback
+    assert "Mia has 347 stamps" in spec.messages(record, "default")[-1].content
+    spec.apply(record, Completion(text, 10, 5, finish), 160)
+    aspect = stage.removeprefix("assess_")
+    assert record.scores.get(aspect) == score
+    assert (
+        (record.reject_reason or None) is None
+        if reason is None
+        else record.reject_reason.startswith(reason)
+    )
+    assert record.status == (PENDING if reason is None else REJECTED)
+    assert not spec.select(record)
+
+
+def test_warmup_teaches_synthesis_and_both_scores_from_the_oracle():
+    problems = arithmetic.make_problems("meta", 3)
+    labeled = []
+    for p, response in zip(
+        problems, [p.solution() for p in problems[:2]] + ["1+1\nThe answer is 2."], strict=True
+    ):
+        record = p.to_record()
+        record.id, record.response = f"{p.id}#0", response
+        labeled.append(record)
+    examples = isheep.warmup_examples(labeled, SEEDS, seed=0, shots=3, from_generated=1)
+    by_source = {}
+    for e in examples:
+        by_source.setdefault(e.source, []).append(e)
+    assert {k: len(v) for k, v in by_source.items()} == {
+        "warmup_synthesize": 3, "warmup_quality": 3, "warmup_following": 3
+    }  # fmt: skip
+    assert by_source["warmup_synthesize"][0].target == problems[0].question
+    assert by_source["warmup_synthesize"][0].messages[0].content.endswith("\n4.")
+    quality = [e.target.splitlines()[-1] for e in by_source["warmup_quality"]]
+    following = [e.target.splitlines()[-1] for e in by_source["warmup_following"]]
+    assert quality == ["Score: 9", "Score: 9", "Score: 2"]
+    assert following == ["Score: 9", "Score: 9", "Score: 2"]
