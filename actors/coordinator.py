@@ -383,6 +383,19 @@ class RunDriver:
             "engines_awake": sum(not e["sleeping"] for e in stats["engines"]),
         }
 
+    def _filtered(
+        self, index: int, records: list[Record], quality: dict[str, Any], line: str | None = None
+    ) -> tuple[dict, dict]:
+        """Write a round's filtered records and report the filter's quality (``line``, or
+        kept/generated with kept vs all accuracy)."""
+        path = write_records(records, self.run_dir / f"round{index}" / "filtered.parquet")
+        if line is None:
+            line = f"kept {quality['kept']}/{quality['generated']}"
+            if quality["kept_acc"] is not None and quality["all_acc"] is not None:
+                line += f", kept acc {quality['kept_acc']:.3f} vs all {quality['all_acc']:.3f}"
+        self.emit(f"[round{index}.filter] {line}")
+        return {"records": self._rel(path)}, {**quality, "counts": status_counts(records)}
+
     def report(self) -> tuple[dict, dict]:
         summary = write_report(self.run_dir)
         return {"summary": "summary.json"}, {"rounds": len(summary["rounds"])}
@@ -420,17 +433,19 @@ class SelfRun(RunDriver):
         records = read_records(self._output(f"round{index}.critique", "records"))
         for record in records:
             finalize(record)
-        path = write_records(records, self.run_dir / f"round{index}" / "filtered.parquet")
-        quality = filter_quality(records)
-        self.emit(
-            f"[round{index}.filter] kept {quality['kept']}/{quality['generated']}"
-            + (
-                f", kept acc {quality['kept_acc']:.3f} vs all {quality['all_acc']:.3f}"
-                if quality["kept_acc"] is not None and quality["all_acc"] is not None
-                else ""
-            )
-        )
-        return {"records": self._rel(path)}, {**quality, "counts": status_counts(records)}
+        return self._filtered(index, records, filter_quality(records))
+
+
+class WarmupRun(RunDriver):
+    """A recipe whose meta steps are an optional warm-up (``recipe.skills_warmup``) and whose
+    rounds restart from the model they started with (the warmed-up one, else the base)."""
+
+    @property
+    def has_meta(self) -> bool:
+        return self.config.recipe.skills_warmup
+
+    def _origin_model(self) -> str:
+        return self._start_model()
 
 
 def driver_class(config: SelfEvoConfig) -> type[RunDriver]:

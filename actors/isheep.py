@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from actors.coordinator import RunDriver, read_records, write_records
+from actors.coordinator import WarmupRun, read_records, write_records
 from selfevo import arithmetic, isheep
 from selfevo.evaluation import filter_quality
 from selfevo.readers import read_prompts
@@ -39,15 +39,8 @@ def seed_tasks(config) -> list[tuple[str, str]]:
     return [(r.prompt_id, r.question_text()) for r in records[:count]]
 
 
-class ISheepRun(RunDriver):
+class ISheepRun(WarmupRun):
     recipe = "isheep"
-
-    @property
-    def has_meta(self) -> bool:
-        return self.config.recipe.skills_warmup
-
-    def _origin_model(self) -> str:
-        return self._start_model()  # I-SHEEP's M_0: the (warmed-up) model rounds start from
 
     def _meta_corpus(self) -> list[TrainExample]:
         recipe = self.config.recipe
@@ -159,18 +152,9 @@ class ISheepRun(RunDriver):
         records = read_records(self._output(f"round{index}.assess", "records"))
         for record in records:
             isheep.score_filter(record, recipe.quality_threshold, recipe.following_threshold)
-        path = write_records(records, self.run_dir / f"round{index}" / "filtered.parquet")
         quality = {**filter_quality(records), **isheep.score_quality(records)}
-        quality.pop("judge", None)
-        self.emit(
-            f"[round{index}.filter] kept {quality['kept']}/{quality['generated']}"
-            + (
-                f", kept acc {quality['kept_acc']:.3f} vs all {quality['all_acc']:.3f}"
-                if quality["kept_acc"] is not None and quality["all_acc"] is not None
-                else ""
-            )
-        )
-        return {"records": self._rel(path)}, {**quality, "counts": status_counts(records)}
+        quality.pop("judge", None)  # I-SHEEP has no critic: the filter is the scores
+        return self._filtered(index, records, quality)
 
 
 def _write_decisions(decisions, path: Path) -> str:

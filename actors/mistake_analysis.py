@@ -7,22 +7,15 @@ The round logic is in :mod:`selfevo.mistakes`; prompts come from the pool like S
 
 from __future__ import annotations
 
-from actors.coordinator import RunDriver, read_records, write_records
+from actors.coordinator import WarmupRun, read_records
 from selfevo import datasets, mistakes
 from selfevo.records import Record, status_counts
 from selfevo.stages import ANALYZE, GENERATE, INDUCE, chain_of
 from selfevo.training import TrainExample
 
 
-class MistakeAnalysisRun(RunDriver):
+class MistakeAnalysisRun(WarmupRun):
     recipe = "mistake_analysis"
-
-    @property
-    def has_meta(self) -> bool:
-        return self.config.recipe.skills_warmup
-
-    def _origin_model(self) -> str:
-        return self._start_model()
 
     def _meta_corpus(self) -> list[TrainExample]:
         labeled = read_records(self._output("meta.label", "labeled"))
@@ -53,11 +46,10 @@ class MistakeAnalysisRun(RunDriver):
         rows = mistakes.finalize_round(
             read_records(self._output(f"round{index}.analyze", "records"))
         )
-        path = write_records(rows, self.run_dir / f"round{index}" / "filtered.parquet")
         quality = mistakes.round_quality(rows)
-        self.emit(
-            f"[round{index}.filter] kept {quality['kept_answers']} own answers and "
-            f"{quality['kept_analyses']} analyses of {quality['generated']} rows; induced "
-            f"responses wrong: {quality['induced_wrong']}"
+        line = (
+            f"kept {quality['kept_answers']} own answers and {quality['kept_analyses']} "
+            f"analyses of {quality['generated']} rows; induced responses wrong: "
+            f"{quality['induced_wrong']}"
         )
-        return {"records": self._rel(path)}, {**quality, "counts": status_counts(rows)}
+        return self._filtered(index, rows, quality, line)

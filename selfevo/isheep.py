@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from selfevo import arithmetic
+from selfevo.evaluation import is_correct
 from selfevo.instructions import (
     Candidate,
     Decision,
@@ -28,8 +29,9 @@ from selfevo.instructions import (
     filter_candidates,
     parse_generated_tasks,
 )
-from selfevo.records import KEPT, PENDING, Message, Record, Reject
+from selfevo.records import PENDING, Message, Record, Reject
 from selfevo.stages import assess_prompt
+from selfevo.training import TrainExample, own_answer_replay
 
 QUALITY, FOLLOWING = "quality", "following"
 
@@ -136,8 +138,6 @@ def score_filter(record: Record, quality_threshold: float, following_threshold: 
 def score_quality(records: list[Record]) -> dict[str, float | int | None]:
     """How the self-assessment did against gold answers (where the world has them)."""
     with_gold = [r for r in records if r.gold is not None and QUALITY in r.scores]
-    from selfevo.evaluation import is_correct
-
     right = [r for r in with_gold if is_correct(r, r.response)]
     wrong = [r for r in with_gold if not is_correct(r, r.response)]
 
@@ -148,7 +148,6 @@ def score_quality(records: list[Record]) -> dict[str, float | int | None]:
         "scored_with_gold": len(with_gold),
         "mean_quality_right": mean(right),
         "mean_quality_wrong": mean(wrong),
-        "kept": sum(1 for r in records if r.status == KEPT),
     }
 
 
@@ -167,8 +166,6 @@ def warmup_examples(
     """Oracle-written examples of the two skills, from the meta-skill records (the model's
     own answers to demo problems): continue a few-shot list of problems with a new one, and
     score an answer's quality and instruction following."""
-    from selfevo.training import TrainExample, own_answer_replay
-
     rng = random.Random(f"warmup:{seed}")
     questions = [r.prompt or "" for r in labeled]
     examples = []

@@ -20,10 +20,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from selfevo import arithmetic
+from selfevo.evaluation import is_correct
 from selfevo.parsers import extract_answer, format_number
 from selfevo.records import CORRECT, INCORRECT, KEPT, PENDING, Record, Reject
 from selfevo.stages import KIND, MISTAKE, analysis_prompt, is_mistake_row
 from selfevo.templates import answer_messages, build_messages
+from selfevo.training import TrainExample, own_answer_replay
 
 
 def round_rows(prompts: Iterable[Record], round_index: int) -> list[Record]:
@@ -66,8 +68,6 @@ def finalize_round(records: list[Record]) -> list[Record]:
 def training_examples(records: Iterable[Record], template_set: str = "default"):
     """Own answers (answer prompt -> response) and unguided analyses (analysis prompt with
     the induced response -> the guided analysis)."""
-    from selfevo.training import TrainExample
-
     out = []
     for r in records:
         if r.status != KEPT or not r.final_response:
@@ -86,8 +86,6 @@ def training_examples(records: Iterable[Record], template_set: str = "default"):
 def round_quality(records: list[Record]) -> dict[str, float | int | None]:
     """Against gold (where the world has it): own-answer accuracy, how often an induced
     response is really wrong, and the share of analyses that call it incorrect."""
-    from selfevo.evaluation import is_correct
-
     own = [r for r in records if not is_mistake_row(r) and r.gold is not None]
     mistakes = [r for r in records if is_mistake_row(r) and r.gold is not None]
     kept_mistakes = [r for r in mistakes if r.status == KEPT]
@@ -116,8 +114,6 @@ def warmup_examples(labeled: list[Record], template_set: str = "default"):
     question -> a flawed solution) and analyse (the question and a flawed response -> the
     worked solution, ``Given X.`` and ``Judgement: incorrect``), on the oracle's flawed
     solution and, where the model erred itself, on its own wrong answer."""
-    from selfevo.training import TrainExample, own_answer_replay
-
     out = []
     for record in labeled:
         known = arithmetic.operands(record)
