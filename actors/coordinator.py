@@ -61,6 +61,7 @@ from selfevo.training import (
     meta_examples,
     mix_training_set,
     qa_examples,
+    shuffled,
     starting_model,
 )
 
@@ -324,7 +325,8 @@ class RunDriver:
         return meta_examples(labeled, template_set) + qa_examples(labeled, template_set)
 
     def meta_train(self) -> tuple[dict, dict]:
-        return self._train(self._meta_corpus(), self.base_model, self.run_dir / "meta")
+        corpus = shuffled(self._meta_corpus(), self.config.run.seed)
+        return self._train(corpus, self.base_model, self.run_dir / "meta")
 
     # --- a self-evolution round ---------------------------------------------------------
 

@@ -136,6 +136,19 @@ def examples_from_rows(rows: Iterable[dict[str, Any]], source: str = "sft") -> l
     return examples
 
 
+def shuffled(examples: Iterable[TrainExample], seed: int = 0) -> list[TrainExample]:
+    """``examples`` in a random order that depends only on their ids and ``seed``.
+
+    Training sets are built source by source (all critiques, then all QA pairs) and the
+    trainer streams them in file order, so an unshuffled set trains one skill after another
+    and the last block wins. The sort by id first makes the order independent of the order
+    rows arrived in (the pipeline writes them as they finish).
+    """
+    out = sorted(examples, key=lambda e: e.id)
+    random.Random(seed).shuffle(out)
+    return out
+
+
 def mix_training_set(
     mode: str,
     meta: list[TrainExample],
@@ -143,7 +156,7 @@ def mix_training_set(
     meta_mix_ratio: float,
     seed: int = 0,
 ) -> list[TrainExample]:
-    """The training set for the newest round, shuffled with ``seed``.
+    """The training set for the newest round, :func:`shuffled` with ``seed``.
 
     Args:
         mode: ``restart`` (all rounds), ``continual`` or ``latest`` (the newest round only).
@@ -154,19 +167,15 @@ def mix_training_set(
     """
     if mode not in ("restart", "continual", "latest"):
         raise ValueError(f"unknown training mode {mode!r}; expected restart, continual or latest")
-    rng = random.Random(seed)
-    own = (
-        [e for data in rounds for e in data]
-        if mode == "restart"
-        else list(rounds[-1] if rounds else [])
-    )
+    own = [e for data in rounds for e in data] if mode == "restart" else []
+    if mode != "restart" and rounds:
+        own = list(rounds[-1])
+    meta = sorted(meta, key=lambda e: e.id)
     wanted = round(len(meta) * meta_mix_ratio)
     mixed_meta = [meta[i % len(meta)] for i in range(wanted)] if meta else []
     if wanted < len(meta):
-        mixed_meta = rng.sample(meta, wanted)
-    out = own + mixed_meta
-    rng.shuffle(out)
-    return out
+        mixed_meta = random.Random(seed).sample(meta, wanted)
+    return shuffled(own + mixed_meta, seed)
 
 
 def starting_model(mode: str, base: str, meta_model: str | None, previous: str | None) -> str:

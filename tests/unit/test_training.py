@@ -14,6 +14,7 @@ from selfevo.training import (
     learning_rate_at,
     mfu,
     mix_training_set,
+    shuffled,
     starting_model,
     train_flops_per_token,
 )
@@ -80,6 +81,25 @@ def test_meta_ratio_subsamples_and_repeats():
     )
     with pytest.raises(ValueError, match="unknown training mode"):
         mix_training_set("sometimes", [], [], 1.0)
+
+
+def test_mix_depends_on_contents_not_arrival_order():
+    rows, meta = _ex("r", 20), _ex("meta", 10)
+    first = mix_training_set("continual", meta, [rows], 0.5, seed=3)
+    again = mix_training_set("continual", meta[::-1], [rows[::-1]], 0.5, seed=3)
+    assert [e.id for e in first] == [e.id for e in again]
+    assert [e.id for e in first] != [
+        e.id for e in mix_training_set("continual", meta, [rows], 0.5, seed=4)
+    ]
+
+
+def test_shuffled_interleaves_sources_whatever_the_arrival_order():
+    blocks = _ex("feedback", 30) + _ex("qa", 30)
+    order = [e.source for e in shuffled(blocks, seed=0)]
+    assert order != sorted(order)  # not one block after the other
+    assert order[:30].count("qa") > 5 and order[30:].count("feedback") > 5
+    assert shuffled(blocks[::-1], seed=0) == shuffled(blocks, seed=0)
+    assert sorted(e.id for e in shuffled(blocks, 1)) == sorted(e.id for e in blocks)
 
 
 def test_learning_rate_schedule():
