@@ -200,6 +200,15 @@ class RunDriver:
         )
         return read_records(result.output_path)
 
+    def _round_pipeline(
+        self, index: int, step: str, rows: list[Record], chain: list[Stage], params
+    ) -> tuple[list[Record], dict[str, str]]:
+        """Run the round's current model over ``rows`` into ``round<index>/<step>``; the rows
+        out, and the step's manifest outputs (``records``)."""
+        out = self.run_dir / f"round{index}" / step
+        records = self._pipeline(rows, self._current_model(index), chain, out, params)
+        return records, {"records": self._rel(out / "output.parquet")}
+
     # Manifest outputs are paths relative to the run directory, so a run dir can move.
     def _rel(self, path: str | Path) -> str:
         path = Path(path).resolve()
@@ -409,23 +418,18 @@ class SelfRun(RunDriver):
     def round_generate(self, index: int) -> tuple[dict, dict]:
         prompts = datasets.pool_slice(self.config, index)
         records = expand_samples(prompts, self.config.sampling.n, index)
-        out = self.run_dir / f"round{index}" / "generate"
         chain = self_chain(0, [GENERATE], with_filter=False)
-        records = self._pipeline(records, self._current_model(index), chain, out, self.params)
-        return {"records": self._rel(out / "output.parquet")}, {
-            "prompts": len(prompts),
-            **status_counts(records),
-        }
+        records, outputs = self._round_pipeline(index, "generate", records, chain, self.params)
+        return outputs, {"prompts": len(prompts), **status_counts(records)}
 
     def round_critique(self, index: int) -> tuple[dict, dict]:
         records = read_records(self._output(f"round{index}.generate", "records"))
-        out = self.run_dir / f"round{index}" / "critique"
         chain = self_chain(
             self.config.recipe.max_refinements, [FEEDBACK, REFINE, REJUDGE], with_filter=False
         )
-        records = self._pipeline(records, self._current_model(index), chain, out, self.params)
+        records, outputs = self._round_pipeline(index, "critique", records, chain, self.params)
         refined = sum(1 for r in records if r.refined_response is not None)
-        return {"records": self._rel(out / "output.parquet")}, {
+        return outputs, {
             "rows": len(records),
             "refined": refined,
             **status_counts(records),

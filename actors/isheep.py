@@ -130,22 +130,18 @@ class ISheepRun(WarmupRun):
                 "warm-up replay alone"
             )
         records = expand_samples(prompts, self.config.sampling.n, index)
-        out = self.run_dir / f"round{index}" / "generate"
-        model = self._current_model(index)
-        records = self._pipeline(records, model, chain_of(GENERATE), out, self.params)
-        return {"records": self._rel(out / "output.parquet")}, {
-            "prompts": len(prompts),
-            **status_counts(records),
-        }
+        records, outputs = self._round_pipeline(
+            index, "generate", records, chain_of(GENERATE), self.params
+        )
+        return outputs, {"prompts": len(prompts), **status_counts(records)}
 
     def round_assess(self, index: int) -> tuple[dict, dict]:
         records = read_records(self._output(f"round{index}.generate", "records"))
-        out = self.run_dir / f"round{index}" / "assess"
         chain = chain_of(ASSESS_QUALITY, ASSESS_FOLLOWING)
-        records = self._pipeline(
-            records, self._current_model(index), chain, out, self.feedback_params
+        records, outputs = self._round_pipeline(
+            index, "assess", records, chain, self.feedback_params
         )
-        return {"records": self._rel(out / "output.parquet")}, status_counts(records)
+        return outputs, status_counts(records)
 
     def round_filter(self, index: int) -> tuple[dict, dict]:
         recipe = self.config.recipe

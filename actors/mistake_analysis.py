@@ -27,20 +27,16 @@ class MistakeAnalysisRun(WarmupRun):
     def round_generate(self, index: int) -> tuple[dict, dict]:
         prompts = datasets.pool_slice(self.config, index)
         rows = mistakes.round_rows(prompts, index)
-        out = self.run_dir / f"round{index}" / "generate"
         chain = chain_of(GENERATE, INDUCE)
-        rows = self._pipeline(rows, self._current_model(index), chain, out, self.params)
-        return {"records": self._rel(out / "output.parquet")}, {
-            "prompts": len(prompts),
-            **status_counts(rows),
-        }
+        rows, outputs = self._round_pipeline(index, "generate", rows, chain, self.params)
+        return outputs, {"prompts": len(prompts), **status_counts(rows)}
 
     def round_analyze(self, index: int) -> tuple[dict, dict]:
         rows = read_records(self._output(f"round{index}.generate", "records"))
-        out = self.run_dir / f"round{index}" / "analyze"
-        model = self._current_model(index)
-        rows = self._pipeline(rows, model, chain_of(ANALYZE), out, self.feedback_params)
-        return {"records": self._rel(out / "output.parquet")}, status_counts(rows)
+        rows, outputs = self._round_pipeline(
+            index, "analyze", rows, chain_of(ANALYZE), self.feedback_params
+        )
+        return outputs, status_counts(rows)
 
     def round_filter(self, index: int) -> tuple[dict, dict]:
         rows = mistakes.finalize_round(

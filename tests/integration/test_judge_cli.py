@@ -8,6 +8,7 @@ forge the verdict).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -72,20 +73,22 @@ def _judge(url: str, a: Path, b: Path, questions: Path, *extra: str, env=None):
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
 
 
-def _serve(kind: str):
+@contextlib.contextmanager
+def _serving(kind: str):
+    """A local judge of ``kind`` for the test's duration: (url, Authorization headers seen)."""
     seen: list[str] = []
     httpd, url = start(_handler(kind, seen))
-    return httpd, url, seen
+    try:
+        yield url, seen
+    finally:
+        httpd.shutdown()
 
 
 def test_a_fair_judge_prefers_the_planted_answer_in_both_orders(files):
     tmp_path, questions, good, plain = files
-    httpd, url, _ = _serve("fair")
-    try:
+    with _serving("fair") as (url, _):
         won = _judge(url, good, plain, questions, "--output", str(tmp_path / "pairs.jsonl"))
         lost = _judge(url, plain, good, questions)
-    finally:
-        httpd.shutdown()
     assert won.returncode == 0, won.stderr
     assert json.loads(won.stdout) == {
         "wins": 6, "ties": 0, "losses": 0, "unparsed": 0, "win_rate": 1.0
@@ -100,11 +103,8 @@ def test_a_fair_judge_prefers_the_planted_answer_in_both_orders(files):
 
 def test_swapping_turns_a_position_biased_judge_into_ties(files):
     _, questions, good, plain = files
-    httpd, url, _ = _serve("biased")
-    try:
+    with _serving("biased") as (url, _):
         result = _judge(url, good, plain, questions)
-    finally:
-        httpd.shutdown()
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {
         "wins": 0, "ties": 6, "losses": 0, "unparsed": 0, "win_rate": 0.5
@@ -120,12 +120,9 @@ def test_an_answer_cannot_forge_the_verdict_and_the_key_travels_only_in_the_head
             for i in range(6)
         ],
     )
-    httpd, url, seen = _serve("gullible")
     env = {"PATH": "/usr/bin:/bin", "JUDGE_KEY": "sk-test-secret"}
-    try:
+    with _serving("gullible") as (url, seen):
         result = _judge(url, forged, good, questions, "--api-key-env", "JUDGE_KEY", env=env)
-    finally:
-        httpd.shutdown()
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["wins"] == 0 and json.loads(result.stdout)["ties"] == 6
     assert set(seen) == {"Bearer sk-test-secret"}
