@@ -145,13 +145,15 @@ def collate(rows: list[tuple[list[int], list[int]]], pad_id: int, device: str) -
     }
 
 
-def _micro_batches(shard: Any, micro_batch: int, group: int = 8):
-    """Micro-batches of similar length: sort within groups of ``group`` micro-batches."""
+def _micro_batches(shard: Any, micro_batch: int, group_by_length: bool, group: int = 8):
+    """Micro-batches in the shard's order, or, with ``group_by_length``, of similar length
+    (rows sorted by length within groups of ``group`` micro-batches)."""
     for batch in shard.iter_batches(batch_size=micro_batch * group, batch_format="numpy"):
-        rows = sorted(
-            zip(batch["input_ids"], batch["labels"], batch["truncated"], batch["id"], strict=True),
-            key=lambda row: len(row[0]),
+        rows = list(
+            zip(batch["input_ids"], batch["labels"], batch["truncated"], batch["id"], strict=True)
         )
+        if group_by_length:
+            rows.sort(key=lambda row: len(row[0]))
         for start in range(0, len(rows), micro_batch):
             yield rows[start : start + micro_batch]
 
@@ -317,7 +319,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
     }
     micro_seen = 0
     for _ in range(cfg["epochs"]):
-        for rows in _micro_batches(shard, cfg["micro_batch_size"]):
+        for rows in _micro_batches(shard, cfg["micro_batch_size"], cfg["group_by_length"]):
             micro_seen += 1
             if micro_seen <= state["micro_step"]:
                 continue  # consumed before the restart
@@ -498,6 +500,7 @@ def train(
         "epochs": train_cfg.epochs,
         "total_steps": steps,
         "gradient_checkpointing": train_cfg.gradient_checkpointing,
+        "group_by_length": train_cfg.group_by_length,
         "checkpoint_every_steps": train_cfg.checkpoint_every_steps,
         "log_batch_ids_steps": train_cfg.log_batch_ids_steps,
         "max_seq_len": config.model.max_seq_len,

@@ -215,6 +215,11 @@ class TrainConfig:
     epochs: int = 1
     max_steps: int = -1
     max_grad_norm: float = 1.0
+    # Sort rows by length within groups of 8 micro-batches, so that batches pad less. Faster,
+    # but each micro-batch then holds one kind of example (a mixed corpus's short answers in
+    # one, long critiques in the next), which on a small corpus trains the skills in turns:
+    # the demo's round-0 model scored 0.90 with it and 0.97 without. Off by default.
+    group_by_length: bool = False
     gradient_checkpointing: bool = False
     offload_optimizer: bool = False
     offload_params: bool = False

@@ -59,7 +59,10 @@ DEFAULT_TEMPLATES: dict[str, str] = {
     "answer_arithmetic": "{question}",
     # ({answer} is the response's final answer; see selfevo.arithmetic for why not all of it.)
     "feedback_arithmetic": "{question}\nCheck: {answer}",
-    "refine_arithmetic": "{question}\nFix: {answer}\n{feedback}",
+    # The question comes last, next to where the refinement starts: the char model learned to
+    # read operands a few dozen characters back, and misread them from the far end of a
+    # critique (refinements copied "778+738" as "767+786").
+    "refine_arithmetic": "Fix: {answer}\n{feedback}\n{question}",
     "assess_quality_arithmetic": "{question}\nRate: {answer}",
     "assess_following_arithmetic": "{question}\nForm: {equation}",
     "synthesize_arithmetic": "New problems:\n{examples}",

@@ -38,7 +38,7 @@ class Judge:
             if question in content:
                 if question in self.broken:
                     return None
-                if "\nFix: " in content:
+                if content.startswith("Fix: "):
                     return problem.solution()
                 given = content.rsplit("Check: ", 1)[1].strip()
                 return critique(

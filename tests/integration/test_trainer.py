@@ -22,6 +22,7 @@ from actors.models import build_tiny_llama, load_model, load_tokenizer  # noqa: 
 from actors.trainer import (  # noqa: E402
     IGNORE,
     PROBE_TEXT,
+    _micro_batches,
     masked_loss_sum,
     tokenize_example,
     train,
@@ -165,6 +166,40 @@ def test_loss_covers_target_tokens_only(workspace):
     assert base_count == len("579") + 1  # three digits and the EOS
     assert torch.equal(loss(other_prompt)[0], base_loss)
     assert not torch.equal(loss(other_target)[0], base_loss)
+
+
+class _Shard:
+    """Stands in for a Ray Data shard: ``iter_batches`` over rows whose lengths alternate."""
+
+    def __init__(self, count: int):
+        self.rows = [([0] * (3 if i % 2 else 9), f"id{i}") for i in range(count)]
+
+    def iter_batches(self, batch_size, batch_format):
+        import numpy as np
+
+        for start in range(0, len(self.rows), batch_size):
+            chunk = self.rows[start : start + batch_size]
+            ids = np.empty(len(chunk), dtype=object)
+            ids[:] = [r[0] for r in chunk]
+            yield {
+                "input_ids": ids,
+                "labels": ids,
+                "truncated": np.zeros(len(chunk), dtype=bool),
+                "id": np.array([r[1] for r in chunk]),
+            }
+
+
+def test_micro_batches_keep_the_shuffled_order_unless_grouped_by_length():
+    """A mixed corpus stays mixed within each micro-batch by default; grouping by length puts
+    the short rows together (the throughput option, and why it is off by default)."""
+    plain = list(_micro_batches(_Shard(64), 4, group_by_length=False))
+    assert [row[3] for batch in plain for row in batch] == [f"id{i}" for i in range(64)]
+    assert all({len(row[0]) for row in batch} == {3, 9} for batch in plain)
+    grouped = list(_micro_batches(_Shard(64), 4, group_by_length=True))
+    assert sorted(row[3] for batch in grouped for row in batch) == sorted(
+        f"id{i}" for i in range(64)
+    )
+    assert all(len({len(row[0]) for row in batch}) == 1 for batch in grouped)
 
 
 def test_truncation_is_counted(workspace):
