@@ -56,7 +56,9 @@ def generate(
         result = run_pipeline(
             records,
             pool.router,
-            self_chain(config.recipe.max_refinements, stages),
+            self_chain(
+                config.recipe.max_refinements, stages, judge_by=config.recipe.judge_by.value
+            ),
             work_dir,
             params=params,
             feedback_params=params.with_(max_new_tokens=config.sampling.feedback_max_new_tokens),

@@ -232,7 +232,9 @@ class RunDriver:
             return self._start_model()
         return self._model_of(f"round{round_index - 1}.train")
 
-    def _train(self, examples, start_from: str, out_dir: Path) -> tuple[dict, dict]:
+    def _train(
+        self, examples, start_from: str, out_dir: Path, learning_rate: float | None = None
+    ) -> tuple[dict, dict]:
         training_set = write_examples(examples, out_dir / "training_set.parquet")
         if self.pool is not None:
             self.pool.sleep()
@@ -246,6 +248,7 @@ class RunDriver:
             start_from,
             out_dir / "model",
             tokenizer_path=self.config.model.tokenizer or start_from,
+            learning_rate=learning_rate,
         )
         self.emit(
             f"[train] {summary.steps} steps, final loss {summary.final_loss}, "
@@ -311,7 +314,9 @@ class RunDriver:
             self.pool.sleep()
         pool = EnginePool.from_config(self.config, model_path=labeler_model)
         try:
-            chain = self_chain(1, [FEEDBACK, REFINE], with_filter=False)
+            chain = self_chain(
+                1, [FEEDBACK, REFINE], with_filter=False, judge_by=self.config.recipe.judge_by.value
+            )
             result = run_pipeline(
                 records,
                 pool.router,
@@ -382,7 +387,9 @@ class RunDriver:
         previous = self._model_of(f"round{index - 1}.train") if index > 1 else None
         meta_model = self._model_of("meta.train") if self.has_meta else None
         start = starting_model(train_cfg.mode.value, self._origin_model(), meta_model, previous)
-        return self._train(examples, start, self.run_dir / f"round{index}")
+        return self._train(
+            examples, start, self.run_dir / f"round{index}", train_cfg.round_learning_rate
+        )
 
     def round_handoff(self, index: int) -> tuple[dict, dict]:
         model = self._model_of(f"round{index}.train")
@@ -425,7 +432,10 @@ class SelfRun(RunDriver):
     def round_critique(self, index: int) -> tuple[dict, dict]:
         records = read_records(self._output(f"round{index}.generate", "records"))
         chain = self_chain(
-            self.config.recipe.max_refinements, [FEEDBACK, REFINE, REJUDGE], with_filter=False
+            self.config.recipe.max_refinements,
+            [FEEDBACK, REFINE, REJUDGE],
+            with_filter=False,
+            judge_by=self.config.recipe.judge_by.value,
         )
         records, outputs = self._round_pipeline(index, "critique", records, chain, self.params)
         refined = sum(1 for r in records if r.refined_response is not None)

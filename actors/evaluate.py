@@ -71,7 +71,7 @@ def evaluate(
     rows = expand_samples(problems, 1)
     stages = REFINE_STAGES if config.eval.critique else (GENERATE,)
     iters = config.eval.refine_max_iters if config.eval.critique else 0
-    chain = self_chain(iters, stages, with_filter=False)
+    chain = self_chain(iters, stages, with_filter=False, judge_by=config.recipe.judge_by.value)
     refined = _run(
         rows,
         router,
@@ -122,7 +122,9 @@ def refine(
     elif params.greedy:
         params = params.with_(temperature=config.eval.sc_temperature)
     rows = expand_samples(prompts, samples)
-    chain = self_chain(max_iters, REFINE_STAGES, with_filter=False)
+    chain = self_chain(
+        max_iters, REFINE_STAGES, with_filter=False, judge_by=config.recipe.judge_by.value
+    )
     work = output.with_name(output.stem + ".stages")
     records = _run(rows, router, chain, work, params, feedback_params, config, emit)
     votes = vote(records, use_latest=True)

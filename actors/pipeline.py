@@ -33,7 +33,7 @@ from selfevo.records import (
     status_counts,
     table_to_records,
 )
-from selfevo.stages import FILTER, STAGES, Stage, finalize
+from selfevo.stages import FILTER, Stage, finalize
 
 
 class AccountingError(RuntimeError):
@@ -50,7 +50,7 @@ class StageWorker:
 
     def __init__(
         self,
-        stage: str,
+        stage: Stage,
         label: str,
         router: Any,
         params: GenerationParams,
@@ -58,7 +58,7 @@ class StageWorker:
         judged: bool,
         out_dir: str,
     ):
-        self.stage: Stage = STAGES[stage]
+        self.stage = stage
         self.label, self.router, self.params = label, router, params
         self.template_set, self.judged = template_set, judged
         self.out_dir = Path(out_dir) / label
@@ -196,7 +196,7 @@ def run_pipeline(
         dataset = dataset.map_batches(
             StageWorker,
             fn_constructor_kwargs={
-                "stage": stage.name,
+                "stage": stage,
                 "label": label,
                 "router": router,
                 "params": feedback_params if stage.feedback else params,

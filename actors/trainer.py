@@ -439,8 +439,11 @@ def train(
     output_dir: str | Path,
     *,
     tokenizer_path: str | None = None,
+    learning_rate: float | None = None,
 ) -> TrainSummary:
     """Fine-tune ``model_path`` on a training-set Parquet file; returns where the model went.
+
+    ``learning_rate`` overrides ``train.learning_rate`` (a round's ``round_learning_rate``).
 
     Asking again for an ``output_dir`` that already holds a finished run returns its summary
     and trains nothing.
@@ -493,7 +496,7 @@ def train(
         "deepspeed": deepspeed_config(train_cfg, world, bf16),
         "micro_batch_size": train_cfg.micro_batch_size,
         "gradient_accumulation_steps": train_cfg.gradient_accumulation_steps,
-        "learning_rate": train_cfg.learning_rate,
+        "learning_rate": learning_rate or train_cfg.learning_rate,
         "weight_decay": train_cfg.weight_decay,
         "lr_schedule": train_cfg.lr_schedule.value,
         "warmup_steps": int(steps * train_cfg.warmup_ratio),

@@ -64,6 +64,13 @@ class LabelerKind(str, enum.Enum):
     local = "local"
 
 
+class JudgeBy(str, enum.Enum):
+    """How a critique becomes a judgement (see ``selfevo.parsers``)."""
+
+    verdict_line = "verdict_line"
+    rederived_answer = "rederived_answer"
+
+
 class TrainMode(str, enum.Enum):
     restart = "restart"
     continual = "continual"
@@ -152,6 +159,11 @@ class RecipeConfig:
     task: str = "math"
     template_set: str = "default"
     max_refinements: int = 1
+    # verdict_line: the critique's last line ("Judgement: correct|incorrect") decides, as in
+    # SELF. rederived_answer: the critique re-derives the answer ("The answer is N") and the
+    # response is judged correct when its answer is the same; for critics too small to write
+    # a verdict that follows their own working (the demo's).
+    judge_by: JudgeBy = JudgeBy.verdict_line
     # Self-assessment (I-SHEEP): keep rows whose scores reach these thresholds (1-10).
     quality_threshold: float = 8.0
     following_threshold: float = 8.0
@@ -209,6 +221,9 @@ class TrainConfig:
     micro_batch_size: int = 16
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-3
+    # The peak learning rate of each self-evolution round's fine-tuning (meta-skill learning
+    # uses learning_rate); unset, the rounds use learning_rate too.
+    round_learning_rate: float | None = None
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05
     lr_schedule: LRSchedule = LRSchedule.cosine
@@ -313,6 +328,7 @@ _RULES: list[tuple[str, Any, str]] = [
     ("train.micro_batch_size", lambda v: v >= 1, "an integer >= 1"),
     ("train.gradient_accumulation_steps", lambda v: v >= 1, "an integer >= 1"),
     ("train.learning_rate", lambda v: v > 0, "a number > 0"),
+    ("train.round_learning_rate", lambda v: v is None or v > 0, "a number > 0, or null"),
     ("train.warmup_ratio", lambda v: 0 <= v < 1, "a number in [0, 1)"),
     ("train.epochs", lambda v: v >= 1, "an integer >= 1"),
     ("train.lora.r", lambda v: v >= 1, "an integer >= 1"),

@@ -19,7 +19,13 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from selfevo.parsers import answers_match, extract_answer, format_number, parse_number
+from selfevo.parsers import (
+    answers_match,
+    extract_answer,
+    format_number,
+    parse_judgement,
+    parse_number,
+)
 from selfevo.records import CORRECT, KEPT, Record
 from selfevo.scoring import wilson_interval
 from selfevo.stages import latest_response
@@ -92,6 +98,7 @@ def heldout_metrics(
 
 def judge_quality(records: Iterable[Record]) -> dict[str, Any]:
     """Precision and recall of the first self-judgement "correct" against the gold."""
+    records = list(records)
     tp = fp = fn = tn = 0
     for record in records:
         if record.judgement is None or record.gold is None:
@@ -107,7 +114,24 @@ def judge_quality(records: Iterable[Record]) -> dict[str, Any]:
         "recall": tp / (tp + fn) if tp + fn else None,
         "judged": tp + fp + fn + tn,
         "judged_correct": tp + fp,
+        "verdict_line_agreement": verdict_line_agreement(records),
     }
+
+
+def verdict_line_agreement(records: Iterable[Record]) -> float | None:
+    """How often a critique's own ``Judgement:`` line says what the judgement says.
+
+    1.0 when the verdict line decides (``recipe.judge_by: verdict_line``); with
+    ``rederived_answer`` it shows how far the critic's stated verdict follows its own working.
+    None when no critique has a verdict line.
+    """
+    stated = [
+        (parse_judgement(r.feedback).judgement, r.judgement)
+        for r in records
+        if r.judgement is not None and r.feedback
+    ]
+    stated = [(line, judged) for line, judged in stated if line is not None]
+    return sum(line == judged for line, judged in stated) / len(stated) if stated else None
 
 
 def filter_quality(records: list[Record]) -> dict[str, Any]:

@@ -7,6 +7,8 @@ The verdict is read only from the final line the feedback template asks for
 (``Judgement: correct`` / ``Judgement: incorrect``). A response under review that contains
 "Judgement: correct" cannot forge the verdict, because the critic's own last line decides;
 SELF's prompts look for the word anywhere in the critique, which a quoted response can trip.
+:func:`rederived_judgement` is the other way to judge (``recipe.judge_by:
+rederived_answer``): the critique's own worked answer against the response's.
 """
 
 from __future__ import annotations
@@ -51,6 +53,21 @@ def parse_judgement(feedback: str | None) -> Verdict:
         return Verdict(value)
     shown = value if len(value) <= 40 else value[:37] + "..."
     return Verdict(None, f"ambiguous verdict '{shown}'")
+
+
+def rederived_judgement(feedback: str | None, response: str | None) -> Verdict:
+    """Judge a response by the answer the critique re-derives.
+
+    The critique must state its own final answer in a strict form (``The answer is N``,
+    ``#### N`` or ``\\boxed{N}``; the last one counts): ``correct`` when it equals the
+    response's final answer, ``incorrect`` when it differs or the response has none. Only the
+    critic's text yields the number it compares against, so a response cannot supply it.
+    """
+    own = extract_answer(feedback)
+    if own.method != "strict":
+        return Verdict(None, "the critique states no answer of its own ('The answer is N')")
+    given = extract_answer(response).value
+    return Verdict(CORRECT if answers_match(given, own.value) else INCORRECT)
 
 
 # --- scores ------------------------------------------------------------------------------

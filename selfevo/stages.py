@@ -10,7 +10,9 @@ only rows judged incorrect, and the latest refinement replaces the earlier one. 
 stage rejects passes through the remaining stages untouched, so every input row reaches the
 output exactly once. Departures from SELF: a response cut off at ``max_new_tokens`` is
 rejected outright (its final answer is missing), and a critique cut off before its verdict
-line is rejected with a reason that names the limit to raise.
+line is rejected with a reason that names the limit to raise. A critique becomes a judgement
+by its verdict line (SELF's way) or, with ``judge_by=rederived_answer``, by comparing the
+answer it works out with the response's (:func:`selfevo.parsers.rederived_judgement`).
 
 The other recipes add stages over the same records: I-SHEEP's self-assessment (a 1-10 score
 for quality and one for instruction following, into ``scores``; an unparseable score is a
@@ -22,11 +24,12 @@ told that response is flawed, explains why; into ``feedback``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 from selfevo.arithmetic import given_answer, response_equation
 from selfevo.generation import LENGTH, Completion
-from selfevo.parsers import parse_judgement, parse_score
+from selfevo.parsers import parse_judgement, parse_score, rederived_judgement
 from selfevo.records import CORRECT, INCORRECT, PENDING, Message, Record, Reject
 from selfevo.templates import answer_messages, build_messages
 
@@ -35,6 +38,9 @@ STAGE_NAMES = (GENERATE, FEEDBACK, REFINE, REJUDGE, FILTER)
 # I-SHEEP's self-assessment and mistake analysis's induction and guided analysis.
 ASSESS_QUALITY, ASSESS_FOLLOWING = "assess_quality", "assess_following"
 INDUCE, ANALYZE = "induce", "analyze"
+# How a critique becomes a judgement: its verdict line, or the answer it re-derives.
+VERDICT_LINE, REDERIVED_ANSWER = "verdict_line", "rederived_answer"
+JUDGE_BY = (VERDICT_LINE, REDERIVED_ANSWER)
 # Rows of a mistake-analysis round: ``meta["kind"]`` is ``mistake`` for an induced one.
 KIND, MISTAKE = "kind", "mistake"
 
@@ -135,11 +141,16 @@ def _feedback_messages(record: Record, template_set: str) -> list[Message]:
     return feedback_prompt(record, latest_response(record) or "", template_set)
 
 
-def _judge(feedback: Completion, max_tokens: int, what: str) -> tuple[str | None, str | None]:
-    verdict = parse_judgement(feedback.text)
+def _judge(
+    feedback: Completion, response: str | None, max_tokens: int, what: str, judge_by: str
+) -> tuple[str | None, str | None]:
+    if judge_by == REDERIVED_ANSWER:
+        verdict, missing = rederived_judgement(feedback.text, response), "its own answer"
+    else:
+        verdict, missing = parse_judgement(feedback.text), "its verdict line"
     if verdict.judgement is None and feedback.finish_reason == LENGTH:
         return None, (
-            f"{what} cut at {max_tokens} tokens before its verdict line "
+            f"{what} cut at {max_tokens} tokens before {missing} "
             "(raise sampling.feedback_max_new_tokens)"
         )
     return verdict.judgement, None if verdict.judgement else f"{what}: {verdict.reason}"
@@ -154,9 +165,13 @@ def _needs_feedback(record: Record) -> bool:
     )
 
 
-def _apply_feedback(record: Record, completion: Completion, max_tokens: int) -> None:
+def _apply_feedback(
+    record: Record, completion: Completion, max_tokens: int, judge_by: str = VERDICT_LINE
+) -> None:
     record.feedback = completion.text
-    record.judgement, problem = _judge(completion, max_tokens, "feedback")
+    record.judgement, problem = _judge(
+        completion, record.response, max_tokens, "feedback", judge_by
+    )
     if problem:
         record.reject(Reject.NO_JUDGEMENT, problem)
 
@@ -169,9 +184,13 @@ def _needs_rejudge(record: Record) -> bool:
     )
 
 
-def _apply_rejudge(record: Record, completion: Completion, max_tokens: int) -> None:
+def _apply_rejudge(
+    record: Record, completion: Completion, max_tokens: int, judge_by: str = VERDICT_LINE
+) -> None:
     record.refined_feedback = completion.text
-    record.refined_judgement, problem = _judge(completion, max_tokens, "re-judge")
+    record.refined_judgement, problem = _judge(
+        completion, record.refined_response, max_tokens, "re-judge", judge_by
+    )
     if problem:
         record.reject(Reject.NO_JUDGEMENT, problem)
 
@@ -343,20 +362,33 @@ def chain_of(*names: str) -> list[Stage]:
     return [STAGES[name] for name in names]
 
 
+def _judging(stage: Stage, judge_by: str) -> Stage:
+    """``stage`` (feedback or rejudge) with its critiques judged the ``judge_by`` way."""
+    if judge_by == VERDICT_LINE or not stage.feedback:
+        return stage
+    return replace(stage, apply=partial(stage.apply, judge_by=judge_by))
+
+
 def self_chain(
-    max_refinements: int = 1, stages: Iterable[str] | None = None, with_filter: bool = True
+    max_refinements: int = 1,
+    stages: Iterable[str] | None = None,
+    with_filter: bool = True,
+    judge_by: str = VERDICT_LINE,
 ) -> list[Stage]:
     """The SELF stage chain, or the named subset of it (in chain order).
 
     ``refine`` and ``rejudge`` repeat ``max_refinements`` times. The filter ends the chain,
     so every row leaves with a final status; ``with_filter=False`` leaves rows pending for a
-    caller that filters (or scores) them itself.
+    caller that filters (or scores) them itself. ``judge_by`` is one of :data:`JUDGE_BY`.
     """
     wanted = set(stages) if stages is not None else set(STAGE_NAMES)
     unknown = wanted - set(STAGE_NAMES)
     if unknown:
         raise ValueError(f"unknown stage(s) {sorted(unknown)}; expected some of {STAGE_NAMES}")
+    if judge_by not in JUDGE_BY:
+        raise ValueError(f"unknown judge_by {judge_by!r}; expected one of {JUDGE_BY}")
     chain = [STAGES[name] for name in (GENERATE, FEEDBACK) if name in wanted]
     for _ in range(max_refinements):
         chain += [STAGES[name] for name in (REFINE, REJUDGE) if name in wanted]
+    chain = [_judging(stage, judge_by) for stage in chain]
     return [*chain, STAGES[FILTER]] if with_filter else chain

@@ -14,7 +14,7 @@ from actors.pipeline import run_pipeline
 from actors.pool import EnginePool
 from selfevo.generation import GenerationParams
 from selfevo.records import PENDING, Record, table_to_records
-from selfevo.stages import expand_samples, self_chain
+from selfevo.stages import FEEDBACK, GENERATE, REDERIVED_ANSWER, expand_samples, self_chain
 from tests.conftest import arithmetic_prompts
 
 pytestmark = pytest.mark.integration
@@ -120,3 +120,16 @@ def test_generate_only_chain_keeps_every_response(pool, tmp_path):
     rows = _assert_every_row_once(result, records)
     assert {r.status for r in rows} <= {"kept", "rejected"}
     assert all(r.feedback is None for r in rows)
+
+
+def test_workers_judge_the_way_the_chain_says(pool, tmp_path):
+    # An untrained model's critiques state no answer: judged by re-derivation, every one is
+    # rejected for that, never for a missing verdict line (the workers run the stages given).
+    records = _records(16)
+    chain = self_chain(0, [GENERATE, FEEDBACK], judge_by=REDERIVED_ANSWER)
+    rows = _assert_every_row_once(_run(records, pool, tmp_path, chain=chain), records)
+    judged = [r for r in rows if r.feedback is not None]
+    assert judged
+    for row in judged:
+        assert row.judgement is not None or "its own" in row.reject_reason
+        assert "verdict" not in (row.reject_reason or "")

@@ -15,6 +15,7 @@ from actors.coordinator import run_recipe
 from actors.models import load_model
 from selfevo.config import load_config
 from selfevo.manifest import Manifest, plan_steps
+from selfevo.parsers import rederived_judgement
 from selfevo.records import KEPT, REJECTED, table_to_records
 
 
@@ -54,6 +55,11 @@ def test_reduced_demo_completes_and_accounts_for_every_prompt(finished_run):
     assert all(r.reject_reason for r in filtered if r.status == REJECTED)
     assert summary["rounds"][1]["generated"] == 48
     assert summary["rounds"][1]["kept"] == sum(r.status == KEPT for r in filtered)
+    # The demo judges by re-derivation: each judgement is the critique's answer vs the response's.
+    judged = [r for r in filtered if r.judgement is not None]
+    assert judged
+    for record in judged:
+        assert record.judgement == rederived_judgement(record.feedback, record.response).judgement
     labeled = _ids(run_dir / "meta/labeled.parquet")
     assert len(labeled) == 32
 
@@ -64,6 +70,15 @@ def test_each_checkpoint_loads_and_the_report_is_written(finished_run):
         assert load_model(str(run_dir / model)).num_parameters() > 0
     for name in ("summary.json", "report.md", "accuracy.png", "filter.png", "time.png"):
         assert (run_dir / name).is_file(), name
+    # Meta-skill learning peaks at train.learning_rate, the round at train.round_learning_rate.
+    config = load_config("demo")
+    peak = {}
+    for step in ("meta", "round1"):
+        lines = (run_dir / step / "model" / "metrics.jsonl").read_text().splitlines()
+        peak[step] = max(json.loads(line).get("lr", 0.0) for line in lines)
+    assert config.train.round_learning_rate < config.train.learning_rate
+    assert config.train.round_learning_rate < peak["meta"] <= config.train.learning_rate
+    assert 0 < peak["round1"] <= config.train.round_learning_rate
 
 
 def _comparable(run_dir: Path) -> list[dict]:

@@ -95,6 +95,8 @@ def test_unknown_key_in_yaml_names_the_file(tmp_path):
         ("sampling.top_p=0", "(0, 1]", "0"),
         ("train.use_gpu=maybe", "bool", "maybe"),
         ("recipe.quality_threshold=11", "[1, 10]", "11"),
+        ("recipe.judge_by=vibes", "verdict_line, rederived_answer", "vibes"),
+        ("train.round_learning_rate=0", "> 0, or null", "0"),
     ],
 )
 def test_bad_value_names_key_expected_and_given(override, expected_part, given_part):

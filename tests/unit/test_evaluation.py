@@ -103,6 +103,15 @@ def test_filter_quality_compares_kept_with_all_answers():
     assert judge["judged_correct"] == 2 and judge["precision"] == 0.5
 
 
+def test_verdict_line_agreement_compares_stated_verdicts_with_judgements():
+    rows = [_row(p, 0, "5", "The answer is 5.", "correct") for p in "abc"]
+    rows[0].feedback = "The answer is 5.\nJudgement: correct"
+    rows[1].feedback = "The answer is 5.\nJudgement: incorrect"  # says one thing, works another
+    rows[2].feedback = "The answer is 5."  # no verdict line: not counted
+    assert judge_quality(iter(rows))["verdict_line_agreement"] == 0.5
+    assert judge_quality(rows[2:])["verdict_line_agreement"] is None
+
+
 def test_no_gold_means_no_accuracy():
     row = Record(
         id="x",

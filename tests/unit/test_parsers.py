@@ -11,6 +11,7 @@ from selfevo.parsers import (
     parse_judgement,
     parse_number,
     parse_score,
+    rederived_judgement,
 )
 
 
@@ -133,3 +134,27 @@ def test_parse_number_and_format():
     assert format_number(51.0) == "51"
     assert format_number(0.5) == "0.5"
     assert format_number(-3) == "-3"
+
+
+@pytest.mark.parametrize(
+    ("feedback", "response", "judgement", "reason_part"),
+    [
+        ("347+285\n...\nThe answer is 632.\nGiven 632.", "The answer is 632.", "correct", None),
+        ("347+285\n...\nThe answer is 632.\nGiven 623.", "so 623", "incorrect", None),
+        # The critic's verdict line is not what decides here: its worked answer is.
+        ("The answer is 632.\nGiven 623.\nJudgement: correct", "623", "incorrect", None),
+        ("The answer is 1,200.", "#### 1200", "correct", None),
+        # The last strict answer of the critique counts.
+        ("The answer is 5? No.\nThe answer is 6.", "The answer is 6.", "correct", None),
+        ("The answer is 6.", "I do not know.", "incorrect", None),
+        ("The answer is 6.", None, "incorrect", None),
+        # A response cannot supply the number: a critique without its own answer is unusable.
+        ("Looks right: 6.\nJudgement: correct", "The answer is 6.", None, "no answer of its own"),
+        ("", "The answer is 6.", None, "no answer of its own"),
+    ],
+)
+def test_rederived_judgement(feedback, response, judgement, reason_part):
+    verdict = rederived_judgement(feedback, response)
+    assert verdict.judgement == judgement
+    if reason_part is not None:
+        assert reason_part in verdict.reason

@@ -10,9 +10,11 @@ from selfevo.stages import (
     FEEDBACK,
     FILTER,
     GENERATE,
+    REDERIVED_ANSWER,
     REFINE,
     REJUDGE,
     STAGES,
+    VERDICT_LINE,
     expand_samples,
     finalize,
     self_chain,
@@ -23,9 +25,16 @@ def _record(**kwargs) -> Record:
     return Record(id="p#0", prompt_id="p", prompt="What is 2+3?", task="math", **kwargs)
 
 
-def _run(record: Record, stage: str, text: str, finish: str = STOP, max_tokens: int = 64) -> bool:
+def _run(
+    record: Record,
+    stage: str,
+    text: str,
+    finish: str = STOP,
+    max_tokens: int = 64,
+    judge_by: str = VERDICT_LINE,
+) -> bool:
     """Apply one stage to one record if it selects it; returns whether it did."""
-    spec = STAGES[stage]
+    spec = {s.name: s for s in self_chain(1, judge_by=judge_by)}.get(stage, STAGES[stage])
     if not spec.select(record):
         return False
     messages = spec.messages(record, "default")
@@ -113,6 +122,31 @@ def test_unparseable_feedback_is_rejected_not_raised():
     assert record.status == REJECTED and record.reject_reason.startswith("no_judgement: feedback:")
 
 
+def test_rederived_judgement_compares_the_critique_answer_with_the_response():
+    record = _record()
+    _run(record, GENERATE, "2+3=6\nThe answer is 6.", judge_by=REDERIVED_ANSWER)
+    # The critic's verdict line says correct, but the answer it works out is 5.
+    _run(record, FEEDBACK, "2+3=5\nThe answer is 5.\nJudgement: correct", judge_by=REDERIVED_ANSWER)
+    assert record.judgement == "incorrect"
+    assert _run(record, REFINE, "2+3=5\nThe answer is 5.", judge_by=REDERIVED_ANSWER)
+    # The re-judge compares against the refined response, not the first one.
+    assert _run(record, REJUDGE, "2+3=5\nThe answer is 5.", judge_by=REDERIVED_ANSWER)
+    assert record.refined_judgement == "correct"
+    finalize(record)
+    assert record.status == KEPT and record.final_response == "2+3=5\nThe answer is 5."
+
+
+def test_rederived_judgement_rejects_a_critique_without_its_own_answer():
+    record = _record()
+    _run(record, GENERATE, "The answer is 5.", judge_by=REDERIVED_ANSWER)
+    _run(record, FEEDBACK, "Looks right.\nJudgement: correct", judge_by=REDERIVED_ANSWER)
+    assert record.status == REJECTED and "no answer of its own" in record.reject_reason
+    cut = _record()
+    _run(cut, GENERATE, "The answer is 5.", judge_by=REDERIVED_ANSWER)
+    _run(cut, FEEDBACK, "2+3", finish=LENGTH, max_tokens=160, judge_by=REDERIVED_ANSWER)
+    assert cut.status == REJECTED and "feedback_max_new_tokens" in cut.reject_reason
+
+
 def test_unjudged_chain_keeps_every_response():
     record = _record()
     _run(record, GENERATE, "The answer is 5.")
@@ -127,6 +161,8 @@ def test_chain_composition():
     assert [s.name for s in self_chain(0)] == [GENERATE, FEEDBACK, FILTER]
     with pytest.raises(ValueError, match="unknown stage"):
         self_chain(1, ["generate", "critique"])
+    with pytest.raises(ValueError, match="unknown judge_by"):
+        self_chain(1, judge_by="vibes")
 
 
 def test_expand_samples_names_rows_and_keeps_the_prompt():
