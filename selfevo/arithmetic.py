@@ -12,7 +12,10 @@ solution format is written for a character-level model and is checkable line by 
 
 The critique the oracle labeler writes (and the model learns to write) redoes the problem
 step by step and compares: ``<worked solution>`` / ``Given 742.`` / ``Judgement: incorrect``.
-The critic is shown the problem and the response's final answer, not every line of it. Two
+The critic is shown the problem and the response's final answer, not every line of it. The
+demo judges by the critique's worked answer, not its verdict line (``recipe.judge_by:
+rederived_answer``): a model this small re-derives well but writes a verdict that follows its
+working less than half the time. Two
 earlier designs failed on the 2-core budget, and are worth knowing: re-checking the response
 line by line ("7+5=2 c1 ok") taught a model this small to copy the lines and say "ok"
 whatever they held (its verdict matched the base rate); marking the critic's own steps
