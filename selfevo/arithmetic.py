@@ -15,12 +15,11 @@ step by step and compares: ``<worked solution>`` / ``Given 742.`` / ``Judgement:
 The critic is shown the problem and the response's final answer, not every line of it. The
 demo judges by the critique's worked answer, not its verdict line (``recipe.judge_by:
 rederived_answer``): a model this small re-derives well but writes a verdict that follows its
-working less than half the time. Two
-earlier designs failed on the 2-core budget, and are worth knowing: re-checking the response
-line by line ("7+5=2 c1 ok") taught a model this small to copy the lines and say "ok"
-whatever they held (its verdict matched the base rate); marking the critic's own steps
-("> 7+5=2 c1") corrupted the answer format it had learned. The refinement the oracle
-writes is the gold solution.
+working less than half the time. Two earlier designs failed on the 2-core budget, and are
+worth knowing: re-checking the response line by line ("7+5=2 c1 ok") taught a model this
+small to copy the lines and say "ok" whatever they held (its verdict matched the base
+rate); marking the critic's own steps ("> 7+5=2 c1") corrupted the answer format it had
+learned. The refinement the oracle writes is the gold solution.
 
 Splits are disjoint: the held-out problems never appear in the seed, meta-skill or prompt
 pool sets. Where this departs from SELF: the paper's tasks are GSM8K/SVAMP with a 7B+ model;

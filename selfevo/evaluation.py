@@ -125,13 +125,12 @@ def verdict_line_agreement(records: Iterable[Record]) -> float | None:
     ``rederived_answer`` it shows how far the critic's stated verdict follows its own working.
     None when no critique has a verdict line.
     """
-    stated = [
-        (parse_judgement(r.feedback).judgement, r.judgement)
+    agrees = [
+        line == r.judgement
         for r in records
-        if r.judgement is not None and r.feedback
+        if r.judgement is not None and (line := parse_judgement(r.feedback).judgement) is not None
     ]
-    stated = [(line, judged) for line, judged in stated if line is not None]
-    return sum(line == judged for line, judged in stated) / len(stated) if stated else None
+    return sum(agrees) / len(agrees) if agrees else None
 
 
 def filter_quality(records: list[Record]) -> dict[str, Any]:

@@ -152,3 +152,10 @@ def test_all_keys_lists_nested_leaves():
     keys = all_keys()
     assert "train.lora.r" in keys and "recipe.labeler.api_key_env" in keys
     assert "train.lora" not in keys
+
+
+def test_judge_by_choices_are_the_stage_chain_modes():
+    from selfevo.config import JudgeBy
+    from selfevo.stages import JUDGE_BY
+
+    assert [mode.value for mode in JudgeBy] == list(JUDGE_BY)
