@@ -28,7 +28,7 @@ from selfevo.stages import (
     REFINE,
     REJUDGE,
     expand_samples,
-    latest_response,
+    refined_answer,
     self_chain,
 )
 
@@ -96,7 +96,9 @@ def evaluate(
             config,
             emit,
         )
-    metrics = heldout_metrics(refined, sampled, with_refine=iters > 0)
+    metrics = heldout_metrics(
+        refined, sampled, with_refine=iters > 0, refine_answer=config.eval.refine_answer.value
+    )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
@@ -127,7 +129,8 @@ def refine(
     )
     work = output.with_name(output.stem + ".stages")
     records = _run(rows, router, chain, work, params, feedback_params, config, emit)
-    votes = vote(records, use_latest=True)
+    policy = config.eval.refine_answer.value
+    votes = vote(records, refined=policy)
     by_prompt: dict[str, list[Record]] = {}
     for record in sorted(records, key=lambda r: (r.prompt_id, r.sample_index)):
         by_prompt.setdefault(record.prompt_id, []).append(record)
@@ -137,7 +140,7 @@ def refine(
         for prompt in prompts:
             group = by_prompt[prompt.prompt_id]
             refined += sum(1 for r in group if r.refined_response is not None)
-            first = latest_response(group[0]) or ""
+            first = refined_answer(group[0], policy) or ""
             sink.write(
                 json.dumps(
                     {

@@ -281,6 +281,7 @@ def _save_hf_checkpoint(
 
 def train_loop(cfg: dict[str, Any]) -> None:
     """What each Ray Train worker runs."""
+    entered = time.perf_counter()
     if not cfg["use_gpu"]:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
@@ -308,6 +309,13 @@ def train_loop(cfg: dict[str, Any]) -> None:
         model=model, optimizer=optimizer, config=cfg["deepspeed"]
     )
     state = _restore(engine)
+    if rank == 0:
+        print(
+            f"[train] worker ready in {time.perf_counter() - entered:.1f}s "
+            f"(model loaded, DeepSpeed ZeRO-{cfg['zero_stage']} initialised)",
+            flush=True,
+        )
+    looping = time.perf_counter()
     shard = ray.train.get_dataset_shard("train")
     total, accumulation = cfg["total_steps"], cfg["gradient_accumulation_steps"]
     window = {
@@ -348,7 +356,14 @@ def train_loop(cfg: dict[str, Any]) -> None:
                 continue
             state["step"] += 1
             _end_of_step(engine, cfg, state, window, lr, rank, world, device)
+    saving = time.perf_counter()
     summary = _save_hf_checkpoint(engine, tokenizer, cfg, rank, device)
+    if rank == 0:
+        print(
+            f"[train] {state['step']} steps in {saving - looping:.1f}s; checkpoint saved and "
+            f"reload-checked in {time.perf_counter() - saving:.1f}s",
+            flush=True,
+        )
     final = {"step": state["step"], "done": 1, **summary}
     if rank == 0:  # the HF checkpoint is the run's Ray Train checkpoint too
         ray.train.report(

@@ -64,6 +64,13 @@ class LabelerKind(str, enum.Enum):
     local = "local"
 
 
+class RefineAnswer(str, enum.Enum):
+    """Which answer self-refinement ends with (see ``selfevo.stages.refined_answer``)."""
+
+    latest = "latest"
+    accepted = "accepted"
+
+
 class JudgeBy(str, enum.Enum):
     """How a critique becomes a judgement (see ``selfevo.parsers``)."""
 
@@ -233,7 +240,8 @@ class TrainConfig:
     # Sort rows by length within groups of 8 micro-batches, so that batches pad less. Faster,
     # but each micro-batch then holds one kind of example (a mixed corpus's short answers in
     # one, long critiques in the next), which on a small corpus trains the skills in turns:
-    # the demo's round-0 model scored 0.90 with it and 0.97 without. Off by default.
+    # the demo's round-0 model scored 0.93 with it and 0.97 without. Off by default (the
+    # demo turns it on for speed).
     group_by_length: bool = False
     gradient_checkpointing: bool = False
     offload_optimizer: bool = False
@@ -264,6 +272,9 @@ class EvalConfig:
     # refinements; off for a model that never learned to critique (I-SHEEP).
     critique: bool = True
     refine_max_iters: int = 2
+    # The answer refinement ends with: latest (SELF: the last refinement, whatever its
+    # verdict) or accepted (the last answer judged correct; the first response when none was).
+    refine_answer: RefineAnswer = RefineAnswer.latest
 
 
 @dataclass

@@ -28,7 +28,7 @@ from selfevo.parsers import (
 )
 from selfevo.records import CORRECT, KEPT, Record
 from selfevo.scoring import wilson_interval
-from selfevo.stages import latest_response
+from selfevo.stages import LATEST, latest_response, refined_answer
 
 
 def is_correct(record: Record, response: str | None) -> bool | None:
@@ -58,14 +58,15 @@ def majority_answer(texts: Iterable[str | None]) -> str | None:
     return None
 
 
-def vote(records: Iterable[Record], use_latest: bool = False) -> dict[str, str | None]:
-    """Majority answer per ``prompt_id`` over its samples (latest responses when asked)."""
+def vote(records: Iterable[Record], refined: str | None = None) -> dict[str, str | None]:
+    """Majority answer per ``prompt_id`` over its samples: their first responses, or with
+    ``refined`` (a :func:`selfevo.stages.refined_answer` policy) their refined answers."""
     groups: dict[str, list[Record]] = defaultdict(list)
     for record in records:
         groups[record.prompt_id].append(record)
     return {
         pid: majority_answer(
-            latest_response(r) if use_latest else r.response
+            refined_answer(r, refined) if refined else r.response
             for r in sorted(rows, key=lambda r: r.sample_index)
         )
         for pid, rows in groups.items()
@@ -73,14 +74,23 @@ def vote(records: Iterable[Record], use_latest: bool = False) -> dict[str, str |
 
 
 def heldout_metrics(
-    refined: list[Record], sampled: list[Record] | None, with_refine: bool = True
+    refined: list[Record],
+    sampled: list[Record] | None,
+    with_refine: bool = True,
+    refine_answer: str = LATEST,
 ) -> dict[str, Any]:
-    """Direct, refine (unless ``with_refine`` is off) and (when ``sampled`` is given) sc@n
-    accuracy, with judge quality."""
+    """Direct, refine (unless ``with_refine`` is off; the answer picked by ``refine_answer``,
+    see :func:`selfevo.stages.refined_answer`) and (when ``sampled`` is given) sc@n accuracy,
+    with judge quality. ``refine_latest`` always scores the latest refinement (SELF's way)."""
     direct = [bool(is_correct(r, r.response)) for r in refined]
     metrics: dict[str, Any] = {"direct": accuracy(direct), "judge": judge_quality(refined)}
     if with_refine:
-        metrics["refine"] = accuracy([bool(is_correct(r, latest_response(r))) for r in refined])
+        metrics["refine"] = accuracy(
+            [bool(is_correct(r, refined_answer(r, refine_answer))) for r in refined]
+        )
+        metrics["refine_latest"] = accuracy(
+            [bool(is_correct(r, latest_response(r))) for r in refined]
+        )
         metrics["refined_rows"] = sum(1 for r in refined if r.refined_response is not None)
     if sampled:
         gold = {r.prompt_id: r for r in refined}

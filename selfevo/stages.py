@@ -41,6 +41,11 @@ INDUCE, ANALYZE = "induce", "analyze"
 # How a critique becomes a judgement: its verdict line, or the answer it re-derives.
 VERDICT_LINE, REDERIVED_ANSWER = "verdict_line", "rederived_answer"
 JUDGE_BY = (VERDICT_LINE, REDERIVED_ANSWER)
+# Which answer self-refinement ends with: the latest refinement whatever its verdict (SELF's),
+# or the latest answer the critic accepted, falling back to the first response when it
+# accepted none.
+LATEST, ACCEPTED = "latest", "accepted"
+REFINE_ANSWERS = (LATEST, ACCEPTED)
 # Rows of a mistake-analysis round: ``meta["kind"]`` is ``mistake`` for an induced one.
 KIND, MISTAKE = "kind", "mistake"
 
@@ -73,6 +78,20 @@ def expand_samples(records: Iterable[Record], n: int, round_index: int = 0) -> l
 
 def latest_response(record: Record) -> str | None:
     return record.refined_response if record.refined_response is not None else record.response
+
+
+def refined_answer(record: Record, policy: str = LATEST) -> str | None:
+    """The answer a row's self-refinement ends with, by ``policy`` (one of :data:`REFINE_ANSWERS`).
+
+    ``accepted`` does not trade the first response for a refinement the critic still judges
+    incorrect (or could not judge): such a refinement is no evidence of a better answer.
+    """
+    if policy not in REFINE_ANSWERS:
+        raise ValueError(
+            f"unknown refine answer policy {policy!r}; expected one of {REFINE_ANSWERS}"
+        )
+    unaccepted = record.refined_response is not None and record.refined_judgement != CORRECT
+    return record.response if policy == ACCEPTED and unaccepted else latest_response(record)
 
 
 def latest_judgement(record: Record) -> str | None:

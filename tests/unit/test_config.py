@@ -96,6 +96,7 @@ def test_unknown_key_in_yaml_names_the_file(tmp_path):
         ("train.use_gpu=maybe", "bool", "maybe"),
         ("recipe.quality_threshold=11", "[1, 10]", "11"),
         ("recipe.judge_by=vibes", "verdict_line, rederived_answer", "vibes"),
+        ("eval.refine_answer=best", "latest, accepted", "best"),
         ("train.round_learning_rate=0", "> 0, or null", "0"),
     ],
 )
@@ -159,3 +160,10 @@ def test_judge_by_choices_are_the_stage_chain_modes():
     from selfevo.stages import JUDGE_BY
 
     assert [mode.value for mode in JudgeBy] == list(JUDGE_BY)
+
+
+def test_refine_answer_choices_are_the_stage_policies():
+    from selfevo.config import RefineAnswer
+    from selfevo.stages import REFINE_ANSWERS
+
+    assert [policy.value for policy in RefineAnswer] == list(REFINE_ANSWERS)

@@ -64,6 +64,7 @@ def test_heldout_metrics_score_direct_refine_and_sc():
     ]
     metrics = heldout_metrics(refined, sampled)
     assert metrics["direct"]["acc"] == 0.25 and metrics["refine"]["acc"] == 0.5
+    assert metrics["refine_latest"] == metrics["refine"]
     assert metrics["sc"]["acc"] == 0.75 and metrics["sc_samples"] == 2
     low, high = metrics["direct"]["ci"]
     assert low < 0.25 < high
@@ -124,3 +125,24 @@ def test_no_gold_means_no_accuracy():
     assert is_correct(row, row.response) is None
     quality = filter_quality([row])
     assert quality["kept_acc"] is None and quality["all_acc"] is None and quality["kept"] == 1
+
+
+def test_accepted_refinement_keeps_the_first_answer_unless_the_critic_accepts_a_new_one():
+    def refined_row(pid, refined_judgement):
+        row = _row(pid, 0, "1", "The answer is 1.", "incorrect", refined="The answer is 7.")
+        row.refined_judgement = refined_judgement
+        return row
+
+    # The critic wrongly rejects a right answer; its refinement is wrong. Only where the
+    # critic accepts the refinement does "accepted" take it.
+    rows = [refined_row("a", "incorrect"), refined_row("b", None), refined_row("c", "correct")]
+    latest = heldout_metrics(rows, None, refine_answer="latest")
+    accepted = heldout_metrics(rows, None, refine_answer="accepted")
+    assert latest["refine"]["acc"] == 0.0
+    assert accepted["refine"]["acc"] == pytest.approx(2 / 3)
+    assert accepted["refine_latest"] == latest["refine"]
+    # Votes over samples pick each sample's refined answer by the same policy.
+    assert vote(rows[:1], refined="accepted") == {"a": "1"}
+    assert vote(rows[:1], refined="latest") == {"a": "7"}
+    with pytest.raises(ValueError, match="unknown refine answer policy"):
+        heldout_metrics(rows, None, refine_answer="best")
