@@ -130,7 +130,7 @@ def refine(
     work = output.with_name(output.stem + ".stages")
     records = _run(rows, router, chain, work, params, feedback_params, config, emit)
     policy = config.eval.refine_answer.value
-    votes = vote(records, refined=policy)
+    votes = vote(records, refine_answer=policy)
     by_prompt: dict[str, list[Record]] = {}
     for record in sorted(records, key=lambda r: (r.prompt_id, r.sample_index)):
         by_prompt.setdefault(record.prompt_id, []).append(record)

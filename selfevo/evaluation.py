@@ -58,15 +58,15 @@ def majority_answer(texts: Iterable[str | None]) -> str | None:
     return None
 
 
-def vote(records: Iterable[Record], refined: str | None = None) -> dict[str, str | None]:
+def vote(records: Iterable[Record], refine_answer: str | None = None) -> dict[str, str | None]:
     """Majority answer per ``prompt_id`` over its samples: their first responses, or with
-    ``refined`` (a :func:`selfevo.stages.refined_answer` policy) their refined answers."""
+    ``refine_answer`` (a :func:`selfevo.stages.refined_answer` policy) their refined answers."""
     groups: dict[str, list[Record]] = defaultdict(list)
     for record in records:
         groups[record.prompt_id].append(record)
     return {
         pid: majority_answer(
-            refined_answer(r, refined) if refined else r.response
+            refined_answer(r, refine_answer) if refine_answer else r.response
             for r in sorted(rows, key=lambda r: r.sample_index)
         )
         for pid, rows in groups.items()

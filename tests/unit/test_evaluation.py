@@ -142,7 +142,7 @@ def test_accepted_refinement_keeps_the_first_answer_unless_the_critic_accepts_a_
     assert accepted["refine"]["acc"] == pytest.approx(2 / 3)
     assert accepted["refine_latest"] == latest["refine"]
     # Votes over samples pick each sample's refined answer by the same policy.
-    assert vote(rows[:1], refined="accepted") == {"a": "1"}
-    assert vote(rows[:1], refined="latest") == {"a": "7"}
+    assert vote(rows[:1], refine_answer="accepted") == {"a": "1"}
+    assert vote(rows[:1], refine_answer="latest") == {"a": "7"}
     with pytest.raises(ValueError, match="unknown refine answer policy"):
         heldout_metrics(rows, None, refine_answer="best")
