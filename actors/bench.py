@@ -71,57 +71,173 @@ def bench_engine(
     }
 
 
-def bench_pipeline(
-    model_dir: Path, prompts: list[str], max_new_tokens: int, batch: int, num_engines: int
-) -> dict[str, Any]:
+def _start_ray() -> None:
     import ray
-
-    from actors.pipeline import run_pipeline
-    from actors.pool import EnginePool
-    from selfevo.stages import self_chain
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    pool = EnginePool(
-        {"backend": "hf", "model": str(model_dir), "max_batch_size": batch},
-        num_engines=num_engines,
-        cpus_per_engine=0.5,
-        num_threads=1,
-    )
-    pool.wait_ready()
-    records = [
+
+
+def _records(prompts: list[str]) -> list[Record]:
+    return [
         Record(id=str(i), prompt_id=str(i), prompt=text, task="math")
         for i, text in enumerate(prompts)
     ]
+
+
+def bench_pipeline(
+    model_dir: Path, prompts: list[str], max_new_tokens: int, batch: int, num_engines: int
+) -> dict[str, Any]:
+    """A one-stage step (generation, as in a round or self-consistency sampling) on a pool of
+    ``num_engines`` HF engines with one thread each. ``engine_busy_seconds`` is the engines'
+    mean busy time, so ``wall_over_busy`` near 1 means every engine was busy all along."""
+    from actors.pipeline import run_pipeline
+    from actors.pool import EnginePool
+    from selfevo.stages import GENERATE, self_chain
+
+    _start_ray()
+    kwargs = {"backend": "hf", "model": str(model_dir), "max_batch_size": batch, "num_threads": 1}
+    pool = EnginePool(kwargs, num_engines=num_engines, cpus_per_engine=0.5)
+    pool.wait_ready()
     params = GenerationParams(max_new_tokens=max_new_tokens)
+    _warm_up(pool, prompts, num_engines)
     try:
         with tempfile.TemporaryDirectory() as out:
             result = run_pipeline(
-                records,
+                _records(prompts),
                 pool.router,
-                self_chain(1),
+                self_chain(0, [GENERATE], with_filter=False),
                 out,
                 params=params,
                 feedback_params=params,
                 batch_size=batch,
                 emit=lambda _: None,
             )
-        busy = sum(e["busy_seconds"] for e in pool.stats()["engines"])
+        per_engine = [e["busy_seconds"] for e in pool.stats()["engines"]]
     finally:
         pool.shutdown()
+    busy = sum(per_engine) / len(per_engine)
     return {
         "rows": result.rows,
         "engines": num_engines,
-        "stage_rows": result.stage_rows,
         "wall_seconds": round(result.wall_seconds, 2),
         "engine_busy_seconds": round(busy, 2),
+        "per_engine_busy_seconds": [round(b, 2) for b in per_engine],
         "wall_over_busy": round(result.wall_seconds / busy, 3),
-        "counts": result.counts,
+        "rows_per_s": round(result.rows / result.wall_seconds, 2),
     }
+
+
+def _warm_up(pool: Any, prompts: list[str], num_engines: int) -> None:
+    """One short request per engine, all at once (so the router spreads them): a fresh
+    process's first forward pass pays one-off costs that are not the pool's."""
+    import ray
+
+    warm = GenerationParams(max_new_tokens=2)
+    ray.get([pool.router.generate.remote(prompts[:4], warm) for _ in range(num_engines)])
+    ray.get([e.reset_stats.remote() for e in ray.get(pool.router.engine_handles.remote())])
+
+
+def bench_scaling(
+    model_dir: Path, prompts: list[str], max_new_tokens: int, batch: int
+) -> dict[str, Any]:
+    """The same step on 1 and on 2 engines, in one run: ``scaling`` is rows/s 2 over 1."""
+    by_engines = {
+        str(n): bench_pipeline(model_dir, prompts, max_new_tokens, batch, n) for n in (1, 2)
+    }
+    scaling = by_engines["2"]["rows_per_s"] / by_engines["1"]["rows_per_s"]
+    return {"by_engines": by_engines, "scaling": round(scaling, 3)}
+
+
+def _tokens_per_s(results: list, seconds: float) -> float:
+    return round(sum(c.output_tokens for cs in results for c in cs) / seconds, 1)
+
+
+def bench_vllm(
+    model_dir: Path, prompts: list[str], max_new_tokens: int, batch: int
+) -> dict[str, Any]:
+    """vLLM against the HF engine on the same model and prompts (greedy, one process each), and
+    vLLM called directly (``vllm.LLM``) against the same engine behind our pool (Ray actor,
+    router, requests of ``batch`` prompts all in flight)."""
+    from actors.engine_vllm import vllm_available
+
+    if not vllm_available():
+        return {"skipped": "vLLM is not installed"}
+    params = GenerationParams(max_new_tokens=max_new_tokens)
+    hf = HFEngine(str(model_dir), max_batch_size=batch)
+    started = time.perf_counter()
+    hf_results = hf.generate(prompts, params)
+    hf_tps = _tokens_per_s(hf_results, time.perf_counter() - started)
+    del hf
+    direct_tps, direct_texts = _vllm_direct(model_dir, prompts, max_new_tokens)
+    pool_tps, pool_texts = _vllm_pool(model_dir, prompts, params, batch)
+    return {
+        "hf_tokens_per_s": hf_tps,
+        "vllm_tokens_per_s": direct_tps,
+        "vllm_over_hf": round(direct_tps / hf_tps, 2),
+        "pool_tokens_per_s": pool_tps,
+        "pool_over_direct": round(pool_tps / direct_tps, 3),
+        "outputs_identical_hf_vllm": [c[0].text for c in hf_results] == direct_texts,
+        "outputs_identical_pool_direct": pool_texts == direct_texts,
+    }
+
+
+def _best_of_two(call: Any) -> tuple[float, Any]:
+    """The faster of two timed calls (the first can still pay one-off costs)."""
+    timings = []
+    for _ in range(2):
+        started = time.perf_counter()
+        result = call()
+        timings.append(time.perf_counter() - started)
+    return min(timings), result
+
+
+def _vllm_direct(model_dir: Path, prompts: list[str], max_new_tokens: int) -> tuple[float, list]:
+    import vllm
+
+    from actors.engine_vllm import VLLMEngine
+    from actors.models import encode_prompt, load_tokenizer
+
+    VLLMEngine._set_cpu_environment(1.0, None)
+    tokenizer = load_tokenizer(str(model_dir))
+    inputs = [{"prompt_token_ids": encode_prompt(tokenizer, p)} for p in prompts]
+    llm = vllm.LLM(model=str(model_dir), dtype="float32", enforce_eager=True, seed=0)
+    sampling = vllm.SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+    llm.generate(inputs[:8], sampling, use_tqdm=False)  # warm-up
+    seconds, outputs = _best_of_two(lambda: llm.generate(inputs, sampling, use_tqdm=False))
+    tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+    texts = [o.outputs[0].text for o in outputs]
+    llm.llm_engine.engine_core.shutdown()
+    return round(tokens / seconds, 1), texts
+
+
+def _vllm_pool(
+    model_dir: Path, prompts: list[str], params: GenerationParams, batch: int
+) -> tuple[float, list]:
+    import ray
+
+    from actors.pool import EnginePool
+
+    _start_ray()
+    kwargs = {"backend": "vllm", "model": str(model_dir), "dtype": "float32"}
+    pool = EnginePool({**kwargs, "enforce_eager": True}, num_engines=1, cpus_per_engine=0.5)
+    try:
+        pool.wait_ready()
+        pool.generate(prompts[:8], params)  # warm-up
+        chunks = [prompts[i : i + batch] for i in range(0, len(prompts), batch)]
+        seconds, results = _best_of_two(
+            lambda: ray.get([pool.router.generate.remote(chunk, params) for chunk in chunks])
+        )
+    finally:
+        pool.shutdown()
+    flat = [cs for chunk in results for cs in chunk]
+    return _tokens_per_s(flat, seconds), [c[0].text for c in flat]
 
 
 ENGINE_MODEL = {"hidden_size": 64, "num_layers": 2}
 PIPELINE_MODEL = {"hidden_size": 256, "num_layers": 4}
+# The pipeline's batches: smaller than the engine part's, so the last ones balance over engines.
+PIPELINE_BATCH = 32
 
 
 def _model(root: str, name: str, size: dict[str, int]) -> Path:
@@ -135,23 +251,32 @@ def _model(root: str, name: str, size: dict[str, int]) -> Path:
 
 
 def run(
-    prompts: int = 512, max_new_tokens: int = 32, batch: int = 64, pipeline: bool = True
+    prompts: int = 1024,
+    max_new_tokens: int = 32,
+    batch: int = 64,
+    pipeline: bool = True,
+    vllm: bool = True,
 ) -> dict[str, Any]:
-    """Both measurements on one CPU thread per engine; returns the report as a dict."""
+    """Every measurement on one CPU thread per engine; returns the report as a dict."""
     torch.set_num_threads(1)
     texts = bench_prompts(prompts)
     with tempfile.TemporaryDirectory() as tmp:
+        engine_model = _model(tmp, "engine", ENGINE_MODEL)
         report: dict[str, Any] = {
             "engine": {
                 "model": ENGINE_MODEL,
-                **bench_engine(_model(tmp, "engine", ENGINE_MODEL), texts, max_new_tokens, batch),
+                **bench_engine(engine_model, texts[:512], max_new_tokens, batch),
             }
         }
-        if pipeline:
+        if pipeline or vllm:
             model_dir = _model(tmp, "pipeline", PIPELINE_MODEL)
-            report["pipeline"] = {
+        if pipeline:
+            scaling = bench_scaling(model_dir, texts, max_new_tokens, PIPELINE_BATCH)
+            report["pipeline"] = {"model": PIPELINE_MODEL, "steps": "generate", **scaling}
+        if vllm:
+            report["vllm"] = {
                 "model": PIPELINE_MODEL,
-                **bench_pipeline(model_dir, texts, max_new_tokens, batch, 1),
+                **bench_vllm(model_dir, texts, max_new_tokens, batch),
             }
     return report
 
@@ -167,9 +292,22 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     if "pipeline" in report:
         pipe = report["pipeline"]
-        lines += [
-            f"pipeline ({pipe['rows']} rows, 5 stages, {pipe['engines']} engine):",
-            f"  wall {pipe['wall_seconds']} s vs engine busy {pipe['engine_busy_seconds']} s: "
-            f"{pipe['wall_over_busy']}x",
-        ]
+        lines.append(f"pipeline (one generate stage, HF engines): scaling {pipe['scaling']}x")
+        for engines, entry in pipe["by_engines"].items():
+            lines.append(
+                f"  {engines} engine(s): {entry['rows']} rows in {entry['wall_seconds']} s "
+                f"({entry['rows_per_s']} rows/s), engines busy {entry['engine_busy_seconds']} s "
+                f"each: wall/busy {entry['wall_over_busy']}"
+            )
+    if "vllm" in report:
+        v = report["vllm"]
+        if "skipped" in v:
+            lines.append(f"vllm: skipped ({v['skipped']})")
+        else:
+            lines += [
+                f"vllm: {v['vllm_tokens_per_s']} tok/s vs HF {v['hf_tokens_per_s']} tok/s "
+                f"({v['vllm_over_hf']}x), same greedy text: {v['outputs_identical_hf_vllm']}",
+                f"  through our pool {v['pool_tokens_per_s']} tok/s vs vLLM direct: "
+                f"{v['pool_over_direct']}x",
+            ]
     return "\n".join(lines)

@@ -210,6 +210,10 @@ class HFEngine:
     def get_stats(self) -> EngineStats:
         return self.stats
 
+    def reset_stats(self) -> None:
+        """Zero the counters; the weights version stays."""
+        self.stats = EngineStats(weights_version=self.stats.weights_version)
+
 
 def generate_unbatched(engine: HFEngine, prompt: Prompt, max_new_tokens: int) -> Completion:
     """Greedy ``model.generate`` on one unpadded prompt: the reference batching must equal."""

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from selfevo.config import SelfEvoConfig
@@ -32,10 +33,15 @@ def choose_backend(
 
 
 def engine_kwargs(config: SelfEvoConfig, model_path: str | None = None) -> dict[str, Any]:
-    """What :func:`build_engine` needs, as plain data that can travel to a Ray actor."""
-    engine, model = config.engine, config.model
+    """What :func:`build_engine` needs, as plain data that can travel to a Ray actor.
+
+    ``backend`` stays as configured: ``auto`` is resolved by the engine actor, where it runs.
+    LoRA serving is switched on when rounds train unmerged adapters.
+    """
+    engine, model, lora = config.engine, config.model, config.train.lora
+    serves_adapters = lora.enabled and not lora.merge
     return {
-        "backend": choose_backend(engine.backend.value),
+        "backend": engine.backend.value,
         "model": model_path or model.name_or_path,
         "tokenizer": model.tokenizer,
         "dtype": model.dtype.value,
@@ -46,33 +52,21 @@ def engine_kwargs(config: SelfEvoConfig, model_path: str | None = None) -> dict[
         "max_num_seqs": engine.max_num_seqs,
         "max_model_len": model.max_seq_len,
         "enable_sleep_mode": engine.enable_sleep_mode,
-        "enable_lora": engine.enable_lora,
-        "max_lora_rank": engine.max_lora_rank,
+        "enable_lora": engine.enable_lora or serves_adapters,
+        "max_lora_rank": max(engine.max_lora_rank, lora.r if serves_adapters else 0),
+        "enforce_eager": engine.enforce_eager,
+        "cpu_kvcache_gib": engine.cpu_kvcache_gib,
         "seed": config.run.seed,
     }
 
 
 def build_engine(backend: str, **kwargs: Any) -> Any:
-    """An engine instance; keys a backend does not use are dropped."""
+    """An engine instance; keyword arguments the backend's engine does not take are dropped."""
     if backend == "vllm":
-        from actors.engine_vllm import VLLMEngine
-
-        kwargs.pop("max_batch_size", None)
-        kwargs.pop("num_threads", None)
-        return VLLMEngine(**kwargs)
-    if backend == "hf":
-        from actors.engine_hf import HFEngine
-
-        for key in (
-            "tensor_parallel_size",
-            "gpu_memory_utilization",
-            "max_num_seqs",
-            "max_model_len",
-            "enable_sleep_mode",
-            "enable_lora",
-            "max_lora_rank",
-            "seed",
-        ):
-            kwargs.pop(key, None)
-        return HFEngine(**kwargs)
-    raise ValueError(f"unknown engine backend {backend!r}; expected hf or vllm")
+        from actors.engine_vllm import VLLMEngine as engine_class
+    elif backend == "hf":
+        from actors.engine_hf import HFEngine as engine_class
+    else:
+        raise ValueError(f"unknown engine backend {backend!r}; expected hf or vllm")
+    accepted = inspect.signature(engine_class).parameters
+    return engine_class(**{k: v for k, v in kwargs.items() if k in accepted})

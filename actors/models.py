@@ -125,6 +125,33 @@ def _check_safetensors(name_or_path: str) -> None:
         )
 
 
+def check_model_source(name_or_path: str, trust_remote_code: bool = False) -> None:
+    """Refuse, in the caller's process, a model that is neither a local checkpoint nor a hub id
+    whose config loads (from the local cache, or the hub when online).
+
+    Called before any engine actor starts, so a typo fails at once, naming the path, instead of
+    inside an actor a minute later.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path}: not a model checkpoint (no config.json)")
+        _check_safetensors(str(path))
+        return
+    looks_like_path = name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1
+    if looks_like_path or path.exists():
+        raise FileNotFoundError(f"{name_or_path}: no such model directory")
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise FileNotFoundError(
+            f"{name_or_path!r} is neither a local model directory nor a hub model whose config "
+            f"loads here ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
+
+
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     """The tokenizer of a hub model or local directory, with a pad token and left padding."""
     from transformers import AutoTokenizer

@@ -1,8 +1,10 @@
 """The streaming round pipeline: Ray Data stages over one shared engine pool.
 
-Each stage of :func:`selfevo.stages.self_chain` becomes a lazy ``map_batches`` step with an
-``ActorPoolStrategy`` of zero-CPU UDF actors that forward their rows to the engine pool, so
-batch k+1 is generated while batch k is critiqued. Every stage writes its output batches as
+Each stage of :func:`selfevo.stages.self_chain` becomes a lazy ``map_batches`` step whose UDF
+is an async zero-CPU actor forwarding its rows to the engine pool. Each stage keeps several
+batches in flight (:func:`batches_in_flight`: at least two per engine, and for vLLM enough rows
+to fill its running batch), so every engine stays busy even in a one-stage step, and batch k+1
+is generated while batch k is critiqued. Every stage writes its output batches as
 Parquet under ``<out_dir>/stages/<n>-<stage>/``; the driver streams the final rows into
 ``<out_dir>/output.parquet``, prints progress, and checks that every input row came out
 exactly once. A batch whose engine call fails for good is rejected row by row with the error
@@ -12,6 +14,7 @@ as the reason; the run goes on.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 from collections import Counter
@@ -64,20 +67,20 @@ class StageWorker:
         self.out_dir = Path(out_dir) / label
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
+    async def __call__(self, batch: pa.Table) -> pa.Table:
         records = table_to_records(batch.select(RECORD_SCHEMA.names))
         if self.stage.name == FILTER:
             for record in records:
                 finalize(record, judged=self.judged)
         else:
-            self._generate(records)
+            await self._generate(records)
         table = records_to_table(records)
         # Named by the batch's ids, so a retried batch overwrites instead of duplicating.
         pq.write_table(table, self.out_dir / f"{_batch_name(table)}.parquet")
         self.router.report.remote(self.label, len(records))
         return table
 
-    def _generate(self, records: list[Record]) -> None:
+    async def _generate(self, records: list[Record]) -> None:
         chosen = [r for r in records if self.stage.select(r)]
         if not chosen:
             return
@@ -90,7 +93,7 @@ class StageWorker:
             digest = hashlib.sha1(f"{params.seed}:{self.stage.name}:{ids}".encode()).hexdigest()
             params = params.with_(seed=int(digest[:8], 16))
         try:
-            completions = ray.get(self.router.generate.remote(prompts, params))
+            completions = await self.router.generate.remote(prompts, params)
         except Exception as exc:  # the pool gave up on this batch: account for every row
             for record in chosen:
                 record.reject(Reject.ENGINE_ERROR, f"{self.stage.name}: {exc}"[:500])
@@ -154,6 +157,16 @@ def _quiet_ray_data() -> None:
     context.enable_auto_log_stats = False
 
 
+def batches_in_flight(router: Any, batch_size: int) -> int:
+    """Batches each stage keeps in flight: two per engine (one running, one queued), and for
+    vLLM enough rows to fill its running batch (``max_num_seqs``)."""
+    pool = ray.get(router.describe.remote())
+    per_engine = 2
+    if pool["backend"] != "hf" and pool["max_num_seqs"]:
+        per_engine = max(per_engine, math.ceil(pool["max_num_seqs"] / batch_size))
+    return per_engine * pool["num_engines"]
+
+
 def stage_labels(chain: list[Stage]) -> list[str]:
     return [f"{i + 1}-{stage.name}" for i, stage in enumerate(chain)]
 
@@ -168,7 +181,6 @@ def run_pipeline(
     feedback_params: GenerationParams,
     template_set: str = "default",
     batch_size: int = 32,
-    workers_per_stage: int = 1,
     progress_interval_s: float = 10.0,
     emit: Callable[[str], None] = print,
 ) -> PipelineResult:
@@ -192,6 +204,7 @@ def run_pipeline(
     dataset = ray.data.from_arrow(blocks or [records_to_table([])])
     judged = any(stage.feedback for stage in chain)
     labels = stage_labels(chain)
+    in_flight = batches_in_flight(router, batch_size)
     for stage, label in zip(chain, labels, strict=True):
         dataset = dataset.map_batches(
             StageWorker,
@@ -206,7 +219,7 @@ def run_pipeline(
             },
             batch_size=batch_size,
             batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=workers_per_stage),
+            compute=ray.data.ActorPoolStrategy(size=1, max_concurrent_calls_per_actor=in_flight),
             num_cpus=0,
         )
     output_path = out_dir / "output.parquet"

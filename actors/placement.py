@@ -17,7 +17,6 @@ import ray
 from ray.util.placement_group import placement_group, placement_group_table
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from actors.engines import choose_backend
 from selfevo.config import SelfEvoConfig
 
 # Ray Train's default for the trainer's worker group (ScalingConfig.placement_strategy).
@@ -26,9 +25,13 @@ ENGINE_STRATEGY = "PACK"
 
 
 def engine_bundle(config: SelfEvoConfig) -> dict[str, float]:
-    """One engine's bundle: its CPUs, and ``tensor_parallel_size`` GPUs for vLLM."""
+    """One engine's bundle: its CPUs, and ``tensor_parallel_size`` GPUs on a GPU cluster.
+
+    Engines take GPUs when the cluster has them (``cluster.gpus_per_node``) and the backend is
+    not ``hf``; ``auto`` is then resolved inside the engine actor, which sees its GPUs.
+    """
     bundle = {"CPU": float(config.engine.cpus_per_engine)}
-    if choose_backend(config.engine.backend.value) == "vllm":
+    if config.engine.backend.value != "hf" and config.cluster.gpus_per_node > 0:
         bundle["GPU"] = float(config.engine.tensor_parallel_size)
     return bundle
 

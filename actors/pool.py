@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import uuid
 from collections import defaultdict
 from dataclasses import asdict
 from typing import Any
@@ -21,48 +23,66 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.util.placement_group import remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from actors.engines import build_engine, engine_kwargs
+from actors.batching import RequestBatcher
+from actors.engines import build_engine, choose_backend, engine_kwargs
+from actors.models import check_model_source
 from actors.placement import ENGINE_STRATEGY, engine_bundle, reserve
 from selfevo.config import SelfEvoConfig
 from selfevo.generation import Completion, GenerationParams
 from selfevo.records import Message
 
 log = logging.getLogger(__name__)
+ROUTER_PREFIX = "selfevo-engines-"
 ENGINE_FAILURES = (RayActorError, ActorDiedError, ActorUnavailableError)
 
 
 @ray.remote
 class EngineActor:
-    """One engine (HF or vLLM) in its own process."""
+    """One engine (HF or vLLM) in its own process, taking many requests at once.
 
-    def __init__(self, backend: str, kwargs: dict[str, Any], num_threads: int | None = None):
-        if backend == "hf" and num_threads:
-            kwargs = {**kwargs, "num_threads": num_threads}
-        self.engine = build_engine(backend, **kwargs)
+    ``engine.backend: auto`` is decided here, where the engine runs (vLLM when it imports and
+    this process sees a GPU), not in the driver. vLLM batches concurrent requests itself; the HF
+    engine gets them merged by a :class:`~actors.batching.RequestBatcher`, whose one thread
+    also runs every blocking call (weight loads, sleep) so none lands mid-batch.
+    """
 
-    def generate(self, prompts: list, params: GenerationParams) -> list[list[Completion]]:
-        return self.engine.generate(prompts, params)
+    def __init__(self, kwargs: dict[str, Any]):
+        kwargs = dict(kwargs)
+        self.backend = choose_backend(kwargs.pop("backend"))
+        self.engine = build_engine(self.backend, **kwargs)
+        self.batcher = RequestBatcher(self.engine)
 
-    def load_weights(self, checkpoint_dir: str) -> int:
-        return self.engine.load_weights(checkpoint_dir)
+    async def generate(self, prompts: list, params: GenerationParams) -> list[list[Completion]]:
+        if self.backend == "vllm":
+            return await self.engine.agenerate(prompts, params)
+        return await self.batcher.agenerate(prompts, params)
 
-    def load_lora(self, adapter_dir: str, base: str | None = None) -> int:
-        return self.engine.load_lora(adapter_dir, base)
+    async def load_weights(self, checkpoint_dir: str) -> int:
+        return await self.batcher.call(self.engine.load_weights, checkpoint_dir)
 
-    def load_state_dict(self, tensors: dict) -> int:
-        return self.engine.load_state_dict(tensors)
+    async def load_lora(self, adapter_dir: str, base: str | None = None) -> int:
+        return await self.batcher.call(self.engine.load_lora, adapter_dir, base)
 
-    def sleep(self) -> None:
-        self.engine.sleep()
+    async def load_state_dict(self, tensors: dict) -> int:
+        return await self.batcher.call(self.engine.load_state_dict, tensors)
 
-    def wake(self) -> None:
-        self.engine.wake()
+    async def sleep(self) -> None:
+        await self.batcher.call(self.engine.sleep)
 
-    def stats(self) -> dict[str, Any]:
-        return asdict(self.engine.get_stats())
+    async def wake(self) -> None:
+        await self.batcher.call(self.engine.wake)
 
-    def ping(self) -> bool:
+    async def stats(self) -> dict[str, Any]:
+        stats = asdict(self.engine.get_stats())
+        stats["extra"] = {**stats["extra"], "backend": self.backend, "pid": os.getpid()}
+        return stats
+
+    async def ping(self) -> bool:
         return True
+
+    async def reset_stats(self) -> None:
+        """Zero the counters (benches measure from a warm engine); the weights version stays."""
+        await self.batcher.call(self.engine.reset_stats)
 
 
 @ray.remote
@@ -76,11 +96,10 @@ class EngineRouter:
         num_engines: int,
         bundle: dict[str, float],
         pg: Any,
-        num_threads: int | None,
         max_retries: int = 3,
     ):
-        self.backend, self.kwargs, self.bundle, self.pg = backend, kwargs, bundle, pg
-        self.num_threads, self.max_retries = num_threads, max_retries
+        self.kwargs, self.bundle, self.pg = {**kwargs, "backend": backend}, bundle, pg
+        self.max_retries = max_retries
         self.weights: tuple[str, ...] | None = None
         self.asleep = False
         self.restarts = 0
@@ -95,7 +114,7 @@ class EngineRouter:
             scheduling_strategy=PlacementGroupSchedulingStrategy(
                 placement_group=self.pg, placement_group_bundle_index=index
             ),
-        ).remote(self.backend, self.kwargs, self.num_threads)
+        ).remote(self.kwargs)
         # Calls from one caller run in order, so these land before any later generate.
         if self.weights is not None:
             getattr(engine, self.weights[0]).remote(*self.weights[1:])
@@ -131,7 +150,31 @@ class EngineRouter:
         )
 
     async def _broadcast(self, method: str, *args: Any) -> list[Any]:
-        return await asyncio.gather(*(getattr(e, method).remote(*args) for e in self.engines))
+        """Call ``method`` on every engine; an engine found dead is replaced and called again
+        (a replacement already has the current weights and sleep state)."""
+        return await asyncio.gather(
+            *(self._call_engine(i, method, *args) for i in range(len(self.engines)))
+        )
+
+    async def _call_engine(self, index: int, method: str, *args: Any) -> Any:
+        last_error: Exception | None = None
+        for _ in range(self.max_retries + 1):
+            engine = self.engines[index]
+            try:
+                return await getattr(engine, method).remote(*args)
+            except ENGINE_FAILURES as exc:
+                last_error = exc
+                self._restart(index, engine)
+        raise RuntimeError(
+            f"{method} failed after {self.max_retries} engine restarts: {last_error}"
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "num_engines": len(self.engines),
+            "backend": self.kwargs["backend"],
+            "max_num_seqs": self.kwargs.get("max_num_seqs"),
+        }
 
     async def load_weights(self, checkpoint_dir: str) -> list[int]:
         self.weights = ("load_weights", checkpoint_dir)
@@ -192,7 +235,6 @@ class EnginePool:
         num_engines: int = 1,
         cpus_per_engine: float = 0.5,
         gpus_per_engine: int = 0,
-        num_threads: int | None = None,
         ready_timeout_s: float = 600.0,
     ):
         kwargs = dict(kwargs)
@@ -202,18 +244,21 @@ class EnginePool:
             bundle["GPU"] = gpus_per_engine
         bundles = [dict(bundle) for _ in range(num_engines)]
         self.pg = reserve(bundles, ENGINE_STRATEGY, "the engine pool", ready_timeout_s)
-        self.router = EngineRouter.options(num_cpus=0, max_concurrency=1000).remote(
-            backend, kwargs, num_engines, bundle, self.pg, num_threads
-        )
+        # Named, so an operator (or a fault-injection test) can find the engines of a live run.
+        self.router = EngineRouter.options(
+            name=f"{ROUTER_PREFIX}{uuid.uuid4().hex[:8]}", num_cpus=0, max_concurrency=1000
+        ).remote(backend, kwargs, num_engines, bundle, self.pg)
         self.num_engines = num_engines
 
     @classmethod
     def from_config(cls, config: SelfEvoConfig, model_path: str | None = None) -> EnginePool:
+        """Checks the model exists (before any actor starts), then places and starts engines."""
         engine = config.engine
         kwargs = engine_kwargs(config, model_path)
+        check_model_source(kwargs["model"], kwargs["trust_remote_code"])
+        kwargs["num_threads"] = max(1, int(engine.cpus_per_engine))
         gpus = int(engine_bundle(config).get("GPU", 0))
-        threads = max(1, int(engine.cpus_per_engine))
-        return cls(kwargs, engine.num_engines, engine.cpus_per_engine, gpus, threads)
+        return cls(kwargs, engine.num_engines, engine.cpus_per_engine, gpus)
 
     def generate(self, prompts: list, params: GenerationParams) -> list[list[Completion]]:
         return ray.get(self.router.generate.remote(prompts, params))

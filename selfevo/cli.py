@@ -269,6 +269,7 @@ def cmd_bench_generate(args: argparse.Namespace) -> int:
             max_new_tokens=args.max_new_tokens,
             batch=args.batch_size,
             pipeline=not args.engine_only,
+            vllm=not args.engine_only and not args.no_vllm,
         )
     print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
     return 0
@@ -318,13 +319,17 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure speed")
     bench_commands = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
     bench_gen = bench_commands.add_parser(
-        "generate", help="engine batching gain and pipeline overhead on tiny models"
+        "generate",
+        help="engine batching gain, pipeline scaling over 1 and 2 engines, vLLM vs HF and pool",
     )
     bench_gen.add_argument("--json", action="store_true", help="print the report as JSON")
-    bench_gen.add_argument("--prompts", type=int, default=512)
+    bench_gen.add_argument("--prompts", type=int, default=1024)
     bench_gen.add_argument("--max-new-tokens", type=int, default=32)
     bench_gen.add_argument("--batch-size", type=int, default=64)
-    bench_gen.add_argument("--engine-only", action="store_true", help="skip the Ray pipeline part")
+    bench_gen.add_argument(
+        "--engine-only", action="store_true", help="only the HF engine's batching gain"
+    )
+    bench_gen.add_argument("--no-vllm", action="store_true", help="skip the vLLM comparison")
     bench_gen.set_defaults(func=cmd_bench_generate)
     bench_train = bench_commands.add_parser(
         "train", help="training tokens/s (and MFU on GPU) through Ray Train + DeepSpeed"

@@ -129,8 +129,13 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.85
     max_num_seqs: int = 256
     enable_sleep_mode: bool = True
+    # On by itself when rounds train unmerged LoRA adapters (train.lora.merge=false).
     enable_lora: bool = False
     max_lora_rank: int = 16
+    # Skip CUDA-graph capture / torch.compile: faster start, slower decoding (CPU tests use it).
+    enforce_eager: bool = False
+    # vLLM's KV cache on CPU (VLLM_CPU_KVCACHE_SPACE), GiB; ignored on GPUs.
+    cpu_kvcache_gib: float = 1.0
 
 
 @dataclass
@@ -356,6 +361,7 @@ _RULES: list[tuple[str, Any, str]] = [
     ("cluster.node_memory_gb", lambda v: v > 0, "a number > 0"),
     ("cluster.cpus_per_node", lambda v: v >= 0, "an integer >= 0 (0: unchecked)"),
     ("engine.max_num_seqs", lambda v: v >= 1, "an integer >= 1"),
+    ("engine.cpu_kvcache_gib", lambda v: v > 0, "a number > 0"),
 ]
 
 
@@ -495,12 +501,6 @@ def validate(config: SelfEvoConfig) -> None:
             "recipe.labeler.model",
         )
     _validate_recipe(config)
-    if config.engine.backend is Backend.vllm and config.cluster.gpus_per_node == 0:
-        raise ConfigError(
-            "engine.backend=vllm needs GPUs: set cluster.gpus_per_node, "
-            "or use engine.backend=hf (or auto) on CPU machines",
-            "engine.backend",
-        )
 
 
 def _validate_recipe(config: SelfEvoConfig) -> None:

@@ -123,10 +123,35 @@ def test_backend_choice():
         build_engine("tpu", model="x")
 
 
-def test_vllm_engine_without_vllm_says_how_to_get_it():
-    from actors.engine_vllm import VLLMEngine, vllm_available
+def test_vllm_engine_without_vllm_says_how_to_get_it(monkeypatch):
+    import actors.engine_vllm as engine_vllm
 
-    if vllm_available():
-        pytest.skip("vLLM is installed here; this checks the message shown where it is not")
-    with pytest.raises(RuntimeError, match=r"pip install -e '\.\[vllm\]'"):
-        VLLMEngine("any-model")
+    monkeypatch.setattr(engine_vllm, "vllm", None)  # as on a machine without either build
+    monkeypatch.setattr(engine_vllm, "VLLM_IMPORT_ERROR", "No module named 'vllm'")
+    with pytest.raises(RuntimeError, match=r"No module named 'vllm'.*pip install -e '\.\[vllm\]'"):
+        engine_vllm.VLLMEngine("any-model")
+
+
+def test_concurrent_requests_are_merged_and_answer_as_alone(varied_model_dirs):
+    import asyncio
+
+    from actors.batching import RequestBatcher
+
+    engine = HFEngine(str(varied_model_dirs[0]), max_batch_size=16)
+    prompts = arithmetic_prompts(12, seed=4)
+    alone = [[c[0].text for c in engine.generate(prompts[i : i + 3], GREEDY)] for i in (0, 3, 6)]
+    sampled = GenerationParams(max_new_tokens=12, temperature=1.0, seed=7)
+    sampled_alone = [c[0].text for c in engine.generate(prompts[9:], sampled)]
+
+    async def together():
+        batcher = RequestBatcher(engine)
+        calls = [batcher.agenerate(prompts[i : i + 3], GREEDY) for i in (0, 3, 6)]
+        calls.append(batcher.agenerate(prompts[9:], sampled))
+        results = await asyncio.gather(*calls)
+        return results, batcher.merged_batches
+
+    results, merged = asyncio.run(together())
+    assert [[c[0].text for c in r] for r in results[:3]] == alone
+    # A seeded sampled request runs alone, so it repeats exactly whatever arrived with it.
+    assert [c[0].text for c in results[3]] == sampled_alone
+    assert merged >= 1

@@ -8,14 +8,14 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-pytest.importorskip("ray")
+ray = pytest.importorskip("ray")
 
-from actors.pipeline import run_pipeline
-from actors.pool import EnginePool
-from selfevo.generation import GenerationParams
-from selfevo.records import PENDING, Record, table_to_records
-from selfevo.stages import FEEDBACK, GENERATE, REDERIVED_ANSWER, expand_samples, self_chain
-from tests.conftest import arithmetic_prompts
+from actors.pipeline import run_pipeline  # noqa: E402
+from actors.pool import EnginePool  # noqa: E402
+from selfevo.generation import GenerationParams  # noqa: E402
+from selfevo.records import PENDING, Record, table_to_records  # noqa: E402
+from selfevo.stages import FEEDBACK, GENERATE, REDERIVED_ANSWER, expand_samples, self_chain  # noqa: E402
+from tests.conftest import arithmetic_prompts  # noqa: E402
 
 pytestmark = pytest.mark.integration
 PARAMS = GenerationParams(max_new_tokens=16)
@@ -32,10 +32,14 @@ def _records(count: int, samples: int = 1) -> list[Record]:
 @pytest.fixture
 def pool(ray_cluster, varied_model_dirs):
     engines = EnginePool(
-        {"backend": "hf", "model": str(varied_model_dirs[0]), "max_batch_size": 32},
+        {
+            "backend": "hf",
+            "model": str(varied_model_dirs[0]),
+            "max_batch_size": 32,
+            "num_threads": 1,
+        },
         num_engines=2,
         cpus_per_engine=0.5,
-        num_threads=1,
     )
     engines.wait_ready()
     yield engines
@@ -133,3 +137,46 @@ def test_workers_judge_the_way_the_chain_says(pool, tmp_path):
     for row in judged:
         assert row.judgement is not None or "its own" in row.reject_reason
         assert "verdict" not in (row.reject_reason or "")
+
+
+def test_one_stage_step_spreads_over_every_engine(pool, tmp_path):
+    # Before, each stage held one batch in flight, so a one-stage step used one engine only.
+    for handle in ray.get(pool.router.engine_handles.remote()):
+        ray.get(handle.reset_stats.remote())
+    records = _records(64)
+    result = _run(records, pool, tmp_path, chain=self_chain(0, [GENERATE], with_filter=False))
+    _assert_every_row_once_or_pending(result, records)
+    served = [engine["prompts"] for engine in pool.stats()["engines"]]
+    assert sum(served) == 64
+    assert min(served) >= 16, f"one engine sat idle: prompts per engine {served}"
+
+
+def _assert_every_row_once_or_pending(result, records):
+    rows = table_to_records(pq.read_table(result.output_path))
+    assert sorted(r.id for r in rows) == sorted(r.id for r in records)
+    assert all(r.response is not None for r in rows)
+
+
+def test_an_engine_dead_between_steps_is_replaced_by_sleep_and_wake(pool, ray_cluster):
+    prompts = arithmetic_prompts(4, seed=3)
+    expected = [c[0].text for c in pool.generate(prompts, PARAMS)]
+    ray_cluster.kill(ray_cluster.get(pool.router.engine_handles.remote())[1])
+    pool.sleep()  # raised ActorDiedError before: the broadcast now replaces the dead engine
+    ray_cluster.kill(ray_cluster.get(pool.router.engine_handles.remote())[0])
+    pool.wake()
+    assert pool.stats()["restarts"] == 2
+    assert all(not engine["sleeping"] for engine in pool.stats()["engines"])
+    assert [c[0].text for c in pool.generate(prompts, PARAMS)] == expected
+
+
+def test_a_missing_model_is_refused_before_any_actor_starts(ray_cluster, tmp_path):
+    from selfevo.config import load_config
+
+    config = load_config("demo", [])
+    actors_before = len(ray.util.list_named_actors(all_namespaces=True))
+    missing = tmp_path / "no-such-checkpoint"
+    with pytest.raises(FileNotFoundError, match="no-such-checkpoint"):
+        EnginePool.from_config(config, model_path=str(missing))
+    with pytest.raises(FileNotFoundError, match="neither a local model directory"):
+        EnginePool.from_config(config, model_path="no-such-org/no-such-model")
+    assert len(ray.util.list_named_actors(all_namespaces=True)) == actors_before
