@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 import ray
 
 from actors.evaluate import evaluate, generation_params
+from actors.models import adapter_checkpoint, full_weights
 from actors.pipeline import run_pipeline
 from actors.pool import EnginePool
 from actors.trainer import train, write_examples
@@ -170,17 +171,24 @@ class RunDriver:
     # --- engines and weights ------------------------------------------------------------
 
     def _serve(self, model: str) -> EnginePool:
-        """The engine pool, awake and serving ``model`` (started or reloaded as needed)."""
+        """The engine pool, awake and serving ``model`` (started or reloaded as needed).
+
+        A checkpoint of full weights is reloaded in place; an unmerged LoRA adapter (a round
+        trained with ``train.lora.merge=false``) is swapped in on its base.
+        """
+        adapter = adapter_checkpoint(model)
+        weights = full_weights(adapter[0]) if adapter else model
         if self.pool is None:
-            self.emit(f"[engines] starting {self.config.engine.num_engines} engine(s) on {model}")
-            self.pool = EnginePool.from_config(self.config, model_path=model)
+            self.emit(f"[engines] starting {self.config.engine.num_engines} engine(s) on {weights}")
+            self.pool = EnginePool.from_config(self.config, model_path=weights)
             self.pool.wait_ready()
-            self.serving = model
-        if self.serving != model:
-            self.pool.wake()
-            self.pool.load_weights(model)
-            self.serving = model
+            self.serving = weights
         self.pool.wake()
+        if self.serving != model and adapter:
+            self.pool.load_lora(adapter[1], weights)
+        elif self.serving != model:
+            self.pool.load_weights(model)
+        self.serving = model
         return self.pool
 
     def _pipeline(
@@ -399,6 +407,7 @@ class RunDriver:
         return {"model": self._rel(model)}, {
             "engines": len(stats["engines"]),
             "engines_awake": sum(not e["sleeping"] for e in stats["engines"]),
+            "backends": sorted({e["extra"].get("backend", "?") for e in stats["engines"]}),
         }
 
     def _filtered(

@@ -125,6 +125,42 @@ def _check_safetensors(name_or_path: str) -> None:
         )
 
 
+def adapter_checkpoint(path: str | Path) -> tuple[str, str] | None:
+    """``(base, adapter_dir)`` when ``path`` holds a LoRA adapter and no model weights.
+
+    That is what training with ``train.lora.merge=false`` writes (``hf/adapter/``); the base is
+    the model the adapter was trained on, as peft recorded it.
+    """
+    import json
+
+    path = Path(path)
+    config = path / "adapter" / "adapter_config.json"
+    if not path.is_dir() or any(path.glob("*.safetensors")) or not config.is_file():
+        return None
+    return json.loads(config.read_text())["base_model_name_or_path"], str(config.parent)
+
+
+def full_weights(path: str | Path) -> str:
+    """A checkpoint with model weights for ``path``: itself, or for an adapter-only checkpoint
+    its adapter merged into its base, written once to ``<path>/merged/``.
+
+    Training starts from full weights, so each round's adapter sits on one full checkpoint and
+    an engine serves it as one LoRA adapter (vLLM cannot stack adapters).
+    """
+    plan = adapter_checkpoint(path)
+    if plan is None:
+        return str(path)
+    merged = Path(path) / "merged"
+    if not (merged / "config.json").is_file():
+        from peft import PeftModel
+
+        base, adapter = plan
+        model = PeftModel.from_pretrained(load_model(full_weights(base)), adapter)
+        model.merge_and_unload().save_pretrained(merged, safe_serialization=True)
+        load_tokenizer(str(path)).save_pretrained(merged)
+    return str(merged)
+
+
 def check_model_source(name_or_path: str, trust_remote_code: bool = False) -> None:
     """Refuse, in the caller's process, a model that is neither a local checkpoint nor a hub id
     whose config loads (from the local cache, or the hub when online).

