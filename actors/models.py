@@ -151,13 +151,23 @@ def full_weights(path: str | Path) -> str:
     if plan is None:
         return str(path)
     merged = Path(path) / "merged"
-    if not (merged / "config.json").is_file():
+    if not merged.is_dir():
+        import os
+        import shutil
+        import tempfile
+
         from peft import PeftModel
 
         base, adapter = plan
         model = PeftModel.from_pretrained(load_model(full_weights(base)), adapter)
-        model.merge_and_unload().save_pretrained(merged, safe_serialization=True)
-        load_tokenizer(str(path)).save_pretrained(merged)
+        # Written aside and renamed, so a merge cut short never passes for a finished one.
+        partial = Path(tempfile.mkdtemp(prefix=".merged-", dir=path))
+        try:
+            model.merge_and_unload().save_pretrained(partial, safe_serialization=True)
+            load_tokenizer(str(path)).save_pretrained(partial)
+            os.replace(partial, merged)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
     return str(merged)
 
 

@@ -3,14 +3,16 @@
 The pool is an async router actor in front of N engine actors. Each engine sits in its own
 placement-group bundle (a TP-sized GPU bundle on clusters, a fraction of a CPU here). Stage
 UDFs anywhere in the cluster call ``router.generate``; the router sends each request to the
-engine with the fewest requests in flight. When an engine dies the router starts a new one
-in the same bundle, loads the current weights into it, and retries the request there, so a
-lost engine costs time but never a row.
+engine with the fewest requests in flight; each engine actor takes many requests at once.
+When an engine dies the router starts a new one in the same bundle, loads the current weights
+into it (and puts it to sleep if the pool sleeps), and retries the call there: generation,
+sleep, wake and weight loads alike, so a lost engine costs time but never a row or a run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import uuid
@@ -80,6 +82,11 @@ class EngineActor:
     async def ping(self) -> bool:
         return True
 
+    async def shutdown(self) -> None:
+        """Stop the engine cleanly (vLLM's engine-core process with it)."""
+        if hasattr(self.engine, "shutdown"):
+            await self.batcher.call(self.engine.shutdown)
+
     async def reset_stats(self) -> None:
         """Zero the counters (benches measure from a warm engine); the weights version stays."""
         await self.batcher.call(self.engine.reset_stats)
@@ -105,22 +112,25 @@ class EngineRouter:
         self.restarts = 0
         self.progress: dict[str, int] = defaultdict(int)
         self.engines = [self._start(i) for i in range(num_engines)]
+        # Per engine, the replay of weights and sleep state a replacement must finish before
+        # it takes a call (a vLLM engine would otherwise answer with its starting weights).
+        self.ready: list[asyncio.Future | None] = [None] * num_engines
         self.in_flight = [0] * num_engines
 
     def _start(self, index: int) -> Any:
-        engine = EngineActor.options(
+        return EngineActor.options(
             num_cpus=self.bundle.get("CPU", 0),
             num_gpus=self.bundle.get("GPU", 0),
             scheduling_strategy=PlacementGroupSchedulingStrategy(
                 placement_group=self.pg, placement_group_bundle_index=index
             ),
         ).remote(self.kwargs)
-        # Calls from one caller run in order, so these land before any later generate.
+
+    async def _replay(self, engine: Any) -> None:
         if self.weights is not None:
-            getattr(engine, self.weights[0]).remote(*self.weights[1:])
+            await getattr(engine, self.weights[0]).remote(*self.weights[1:])
         if self.asleep:
-            engine.sleep.remote()
-        return engine
+            await engine.sleep.remote()
 
     def _restart(self, index: int, dead: Any) -> None:
         if self.engines[index] is not dead:  # another request already replaced it
@@ -129,6 +139,16 @@ class EngineRouter:
         ray.kill(dead, no_restart=True)
         self.restarts += 1
         self.engines[index] = self._start(index)
+        self.ready[index] = asyncio.ensure_future(self._replay(self.engines[index]))
+
+    async def _engine(self, index: int) -> Any:
+        """Engine ``index``, once any replacement has caught up with the pool's state."""
+        engine, ready = self.engines[index], self.ready[index]
+        if ready is not None:
+            # If the replacement died too, the caller's call fails and restarts it.
+            with contextlib.suppress(*ENGINE_FAILURES):
+                await asyncio.shield(ready)
+        return engine
 
     async def generate(
         self, prompts: list[str | list[Message]], params: GenerationParams
@@ -136,9 +156,10 @@ class EngineRouter:
         last_error: Exception | None = None
         for _ in range(self.max_retries + 1):
             index = min(range(len(self.engines)), key=self.in_flight.__getitem__)
-            engine = self.engines[index]
             self.in_flight[index] += 1
+            engine = self.engines[index]
             try:
+                engine = await self._engine(index)
                 return await engine.generate.remote(prompts, params)
             except ENGINE_FAILURES as exc:
                 last_error = exc
@@ -161,6 +182,7 @@ class EngineRouter:
         for _ in range(self.max_retries + 1):
             engine = self.engines[index]
             try:
+                engine = await self._engine(index)
                 return await getattr(engine, method).remote(*args)
             except ENGINE_FAILURES as exc:
                 last_error = exc
@@ -169,10 +191,12 @@ class EngineRouter:
             f"{method} failed after {self.max_retries} engine restarts: {last_error}"
         )
 
-    def describe(self) -> dict[str, Any]:
+    async def describe(self) -> dict[str, Any]:
+        """The pool's shape, with the backend the engines resolved (``auto`` is theirs)."""
+        stats = await self._call_engine(0, "stats")
         return {
             "num_engines": len(self.engines),
-            "backend": self.kwargs["backend"],
+            "backend": stats["extra"]["backend"],
             "max_num_seqs": self.kwargs.get("max_num_seqs"),
         }
 
@@ -286,7 +310,10 @@ class EnginePool:
         ray.get([e.ping.remote() for e in ray.get(self.router.engine_handles.remote())])
 
     def shutdown(self) -> None:
-        for engine in ray.get(self.router.engine_handles.remote()):
+        engines = ray.get(self.router.engine_handles.remote())
+        with contextlib.suppress(Exception):  # a dead or stuck engine is killed all the same
+            ray.get([engine.shutdown.remote() for engine in engines], timeout=60)
+        for engine in engines:
             ray.kill(engine)
         ray.kill(self.router)
         remove_placement_group(self.pg)

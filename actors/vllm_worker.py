@@ -20,11 +20,8 @@ from typing import Any
 class SelfEvoWorkerExtension:
     """Methods vLLM injects into its worker class; ``self`` is the worker."""
 
-    def selfevo_reload(self, weights_path: str | None = None, blob: bytes | None = None) -> int:
-        """Reload weights in place from a checkpoint directory or a safetensors blob.
-
-        Returns the number of parameters the model has (a cheap sanity figure for the caller).
-        """
+    def selfevo_reload(self, weights_path: str | None = None, blob: bytes | None = None) -> None:
+        """Reload weights in place from a checkpoint directory or a safetensors blob."""
         if blob is not None:
             from safetensors.torch import load
 
@@ -33,7 +30,6 @@ class SelfEvoWorkerExtension:
         else:
             self.reload_weights(weights_path=weights_path)
         self._refresh_embedding_kernels()
-        return sum(1 for _ in self.model_runner.get_model().parameters())
 
     def _refresh_embedding_kernels(self) -> None:
         from vllm.model_executor.layers.vocab_parallel_embedding import (

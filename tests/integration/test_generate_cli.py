@@ -107,3 +107,26 @@ def test_generated_jsonl_reads_back_as_records(ray_cluster, varied_model_dirs, t
 
     assert pq.read_table(output).column("id").to_pylist() == ["only#0"]
     assert read_prompts(prompts).records[0].id == "only"
+
+
+def test_whole_bench_reports_scaling_and_vllm_in_one_run(ray_cluster, capsys):
+    # Shape and correctness only: the figures come from a full `selfevo bench generate`.
+    argv = ["bench", "generate", "--json", "--prompts", "24", "--max-new-tokens", "8"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    by_engines = report["pipeline"]["by_engines"]
+    assert set(by_engines) == {"1", "2"}
+    for engines, entry in by_engines.items():
+        assert entry["rows"] == 24 and entry["engines"] == int(engines)
+        assert len(entry["per_engine_busy_seconds"]) == int(engines)
+        assert entry["wall_seconds"] > 0 and entry["engine_busy_seconds"] > 0
+        assert entry["wall_over_busy"] == pytest.approx(
+            entry["wall_seconds"] / entry["engine_busy_seconds"], rel=0.01
+        )
+    assert report["pipeline"]["scaling"] == pytest.approx(
+        by_engines["2"]["rows_per_s"] / by_engines["1"]["rows_per_s"], rel=0.01
+    )
+    vllm = report["vllm"]
+    if "skipped" not in vllm:
+        assert vllm["outputs_identical_hf_vllm"] and vllm["outputs_identical_pool_direct"]
+        assert vllm["pool_tokens_per_s"] > 0 and vllm["hf_tokens_per_s"] > 0
