@@ -180,7 +180,9 @@ class RunDriver:
         weights = full_weights(adapter[0]) if adapter else model
         if self.pool is None:
             self.emit(f"[engines] starting {self.config.engine.num_engines} engine(s) on {weights}")
-            self.pool = EnginePool.from_config(self.config, model_path=weights)
+            self.pool = EnginePool.from_config(
+                self.config, model_path=weights, name=f"selfevo-engines:{self.run_dir}"
+            )
             self.pool.wait_ready()
             self.serving = weights
         self.pool.wake()

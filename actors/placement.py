@@ -10,6 +10,7 @@ shows the node of every engine and worker and the GPU ids each got, before any G
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from typing import Any
 
@@ -44,9 +45,19 @@ def trainer_worker_resources(config: SelfEvoConfig) -> dict[str, float]:
     return resources
 
 
-def reserve(bundles: list[dict[str, float]], strategy: str, what: str, timeout_s: float) -> Any:
-    """A ready placement group, or a RuntimeError naming what could not be placed."""
-    group = placement_group(bundles, strategy=strategy)
+def reserve(
+    bundles: list[dict[str, float]], strategy: str, what: str, timeout_s: float, name: str = ""
+) -> Any:
+    """A ready placement group, or a RuntimeError naming what could not be placed.
+
+    A named group replaces one of the same name left behind: Ray removes a group when its job
+    ends, not when the actor that made it dies, so a run's coordinator that crashed would
+    otherwise hold its engines' CPUs and GPUs until the resumed run starved for them.
+    """
+    if name:
+        with contextlib.suppress(ValueError):  # ValueError: no group of that name
+            ray.util.remove_placement_group(ray.util.get_placement_group(name))
+    group = placement_group(bundles, strategy=strategy, name=name)
     try:
         ray.get(group.ready(), timeout=timeout_s)
     except ray.exceptions.GetTimeoutError:

@@ -260,6 +260,7 @@ class EnginePool:
         cpus_per_engine: float = 0.5,
         gpus_per_engine: int = 0,
         ready_timeout_s: float = 600.0,
+        name: str = "",
     ):
         kwargs = dict(kwargs)
         backend = kwargs.pop("backend")
@@ -267,7 +268,7 @@ class EnginePool:
         if gpus_per_engine:
             bundle["GPU"] = gpus_per_engine
         bundles = [dict(bundle) for _ in range(num_engines)]
-        self.pg = reserve(bundles, ENGINE_STRATEGY, "the engine pool", ready_timeout_s)
+        self.pg = reserve(bundles, ENGINE_STRATEGY, "the engine pool", ready_timeout_s, name)
         # Named, so an operator (or a fault-injection test) can find the engines of a live run.
         self.router = EngineRouter.options(
             name=f"{ROUTER_PREFIX}{uuid.uuid4().hex[:8]}", num_cpus=0, max_concurrency=1000
@@ -275,14 +276,19 @@ class EnginePool:
         self.num_engines = num_engines
 
     @classmethod
-    def from_config(cls, config: SelfEvoConfig, model_path: str | None = None) -> EnginePool:
-        """Checks the model exists (before any actor starts), then places and starts engines."""
+    def from_config(
+        cls, config: SelfEvoConfig, model_path: str | None = None, name: str = ""
+    ) -> EnginePool:
+        """Checks the model exists (before any actor starts), then places and starts engines.
+
+        ``name`` names the placement group; a group of that name left by a crashed run is
+        removed first (see :func:`actors.placement.reserve`)."""
         engine = config.engine
         kwargs = engine_kwargs(config, model_path)
         check_model_source(kwargs["model"], kwargs["trust_remote_code"])
         kwargs["num_threads"] = max(1, int(engine.cpus_per_engine))
         gpus = int(engine_bundle(config).get("GPU", 0))
-        return cls(kwargs, engine.num_engines, engine.cpus_per_engine, gpus)
+        return cls(kwargs, engine.num_engines, engine.cpus_per_engine, gpus, name=name)
 
     def generate(self, prompts: list, params: GenerationParams) -> list[list[Completion]]:
         return ray.get(self.router.generate.remote(prompts, params))

@@ -109,6 +109,13 @@ def test_a_run_killed_after_filter_resumes_to_the_same_manifest(
             assert step["started"] == finished_before[step["name"]], step["name"]
     assert (run_dir / "round1/generate/output.parquet").stat().st_mtime == generate_mtime
     assert _comparable(run_dir) == _comparable(whole_dir)
+    # The crashed coordinator's engine reservation was released when the run resumed.
+    held = [
+        group["name"]
+        for group in ray.util.placement_group_table().values()
+        if group["state"] == "CREATED" and group["name"].startswith("selfevo-engines:")
+    ]
+    assert not held, held
 
 
 class EngineKiller:
