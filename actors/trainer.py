@@ -450,15 +450,15 @@ class TrainSummary:
 
 
 def _flops_per_token(model_path: str, seq_len: int) -> float:
+    """MFU's FLOPs per token, from the planner's parameter count (GQA and untied embeddings)."""
     from transformers import AutoConfig
 
+    from selfevo.planner import HF_SHAPE_KEYS, ModelShape
     from selfevo.training import train_flops_per_token
 
     config = AutoConfig.from_pretrained(model_path)
-    hidden, layers = config.hidden_size, config.num_hidden_layers
-    vocab, inter = config.vocab_size, getattr(config, "intermediate_size", 4 * hidden)
-    params = layers * (4 * hidden * hidden + 3 * hidden * inter) + vocab * hidden
-    return train_flops_per_token(params, layers, hidden, seq_len)
+    shape = ModelShape.from_hf_config({key: getattr(config, key, None) for key in HF_SHAPE_KEYS})
+    return train_flops_per_token(shape.num_params, shape.num_layers, shape.hidden_size, seq_len)
 
 
 def train(

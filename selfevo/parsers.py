@@ -13,7 +13,6 @@ rederived_answer``): the critique's own worked answer against the response's.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -174,11 +173,20 @@ def extract_answer(text: str | None) -> Answer:
     return Answer(None, None, "no number in the output")
 
 
-def answers_match(predicted: float | None, gold: float | None, tolerance: float = 1e-4) -> bool:
-    """Numeric equality with a relative tolerance (and 1e-6 absolute, for zero)."""
+# Decimal answers ("2.5", "1/3" written as "0.3333") match within this absolute tolerance.
+DECIMAL_TOLERANCE = 1e-4
+
+
+def answers_match(predicted: float | None, gold: float | None) -> bool:
+    """Integers compare exactly (as GSM8K's grader does); decimals within DECIMAL_TOLERANCE.
+
+    A relative tolerance would call 57501 right for a gold of 57500.
+    """
     if predicted is None or gold is None:
         return False
-    return math.isclose(predicted, gold, rel_tol=tolerance, abs_tol=1e-6)
+    if float(predicted).is_integer() and float(gold).is_integer():
+        return int(predicted) == int(gold)
+    return abs(predicted - gold) <= DECIMAL_TOLERANCE
 
 
 def format_number(value: float | int) -> str:

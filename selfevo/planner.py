@@ -75,17 +75,31 @@ class ModelShape:
 
     @classmethod
     def from_hf_config(cls, config: dict[str, Any]) -> ModelShape:
+        """From a ``config.json`` dict (or a transformers config's attributes, by these names)."""
         heads = config["num_attention_heads"]
+        hidden = config["hidden_size"]
         return cls(
-            hidden_size=config["hidden_size"],
+            hidden_size=hidden,
             num_layers=config["num_hidden_layers"],
             num_heads=heads,
             num_kv_heads=config.get("num_key_value_heads") or heads,
-            intermediate_size=config["intermediate_size"],
+            intermediate_size=config.get("intermediate_size") or 4 * hidden,
             vocab_size=config["vocab_size"],
             head_dim=config.get("head_dim") or 0,
             tie_embeddings=bool(config.get("tie_word_embeddings", False)),
         )
+
+
+HF_SHAPE_KEYS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "vocab_size",
+    "head_dim",
+    "tie_word_embeddings",
+)
 
 
 _LLAMA3_8B = ModelShape(4096, 32, 32, 8, 14336, 128256)

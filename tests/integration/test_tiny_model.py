@@ -75,3 +75,21 @@ def test_pickled_checkpoints_are_refused(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04")
     with pytest.raises(ValueError, match="safetensors only"):
         load_model(str(tmp_path))
+
+
+def test_mfu_flops_count_every_parameter_of_a_gqa_model_with_untied_embeddings(tmp_path):
+    """The trainer's FLOPs per token rest on the planner's count, equal to torch's own."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from actors.trainer import _flops_per_token
+    from selfevo.training import train_flops_per_token
+
+    config = LlamaConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=96, vocab_size=50, tie_word_embeddings=False,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(tmp_path)
+    torch_count = sum(p.numel() for p in model.parameters())
+    expected = train_flops_per_token(torch_count, 2, 64, seq_len=128)
+    assert _flops_per_token(str(tmp_path), 128) == expected

@@ -126,6 +126,17 @@ def test_answers_match_tolerance():
     assert answers_match(0.0, 0.0)
 
 
+def test_integers_compare_exactly_and_decimals_to_the_stated_tolerance():
+    # GSM8K's grader compares exactly: off by one on a large integer is wrong.
+    assert not answers_match(57501, 57500)
+    assert not answers_match(1_000_001, 1_000_000)
+    assert answers_match(57500.0, 57500)
+    assert answers_match(2.5, 2.5)
+    assert answers_match(0.3333, 1 / 3)  # within DECIMAL_TOLERANCE
+    assert not answers_match(0.33, 1 / 3)
+    assert not answers_match(18.5, 18)
+
+
 def test_parse_number_and_format():
     assert parse_number("1,000") == 1000
     assert parse_number("-$5") == -5

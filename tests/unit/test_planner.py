@@ -11,6 +11,7 @@ from selfevo.config import load_config
 from selfevo.planner import (
     GIB,
     KNOWN_SHAPES,
+    ModelShape,
     PlanError,
     model_shape,
     plan,
@@ -42,8 +43,26 @@ def _7b_config(*overrides: str):
 
 def test_7b_parameter_count_matches_the_published_one():
     assert model_shape(LLAMA2_7B).num_params == LLAMA2_7B_PARAMS
-    assert 8.0e9 < KNOWN_SHAPES["meta-llama/Llama-3.1-8B-Instruct"].num_params < 8.1e9
-    assert 70.5e9 < KNOWN_SHAPES["meta-llama/Llama-3.1-70B-Instruct"].num_params < 70.6e9
+
+
+# config.json values of Meta-Llama-3-8B and -70B, and their published parameter counts.
+_LLAMA3_CONFIGS = {
+    8_030_261_248: {"hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
+                    "num_key_value_heads": 8, "intermediate_size": 14336, "vocab_size": 128256,
+                    "tie_word_embeddings": False},
+    70_553_706_496: {"hidden_size": 8192, "num_hidden_layers": 80, "num_attention_heads": 64,
+                     "num_key_value_heads": 8, "intermediate_size": 28672, "vocab_size": 128256,
+                     "tie_word_embeddings": False},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("published", sorted(_LLAMA3_CONFIGS))
+def test_llama3_parameter_counts_match_the_published_ones(published):
+    """Grouped-query attention and untied embeddings counted: the one count MFU also uses."""
+    shape = ModelShape.from_hf_config(_LLAMA3_CONFIGS[published])
+    assert shape.num_params == published
+    size = "8B" if published < 1e10 else "70B"
+    assert KNOWN_SHAPES[f"meta-llama/Llama-3.1-{size}-Instruct"] == shape
 
 
 def test_7b_zero3_states_are_16_bytes_per_parameter_split_across_ranks():
