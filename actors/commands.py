@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from actors.coordinator import resolve_model
 from actors.evaluate import evaluate, refine
-from actors.models import full_weights
+from actors.models import full_weights, resolve_model
 from actors.pipeline import run_pipeline
 from actors.pool import EnginePool
 from actors.runtime import init_ray
@@ -22,7 +21,7 @@ from selfevo.records import table_to_records
 from selfevo.stages import expand_samples, self_chain
 
 
-def write_records(parquet_path: Path, output: Path) -> None:
+def export_records(parquet_path: Path, output: Path) -> None:
     """Copy a records Parquet file to ``output`` (.parquet as is, .jsonl one row a line)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     if output.suffix == ".parquet":
@@ -67,7 +66,7 @@ def generate(
         )
     finally:
         pool.shutdown()
-    write_records(result.output_path, output)
+    export_records(result.output_path, output)
     return {"output": str(output), "stage_files": str(work_dir / "stages"), **result.counts}
 
 

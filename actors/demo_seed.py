@@ -25,11 +25,15 @@ from typing import Any
 
 import torch
 
-from actors.models import QA_TEMPLATE, build_tiny_llama, encode_prompt, load_tokenizer
+from actors.models import (
+    QA_TEMPLATE,
+    build_tiny_llama,
+    encode_prompt,
+    load_tokenizer,
+)
 from selfevo.arithmetic import make_problems
 from selfevo.templates import answer_messages, render_training_example
 
-SEED_DIR = Path(__file__).resolve().parent / "assets" / "arithmetic-seed"
 SEED_SHAPE = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 256}
 
 

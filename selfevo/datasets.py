@@ -95,3 +95,27 @@ def eval_problems(config) -> list[Record]:
     if missing:
         raise SourceError(f"{source}: evaluation needs gold answers; missing for {missing[:5]}")
     return records
+
+
+def seed_tasks(config) -> list[tuple[str, str]]:
+    """(id, text) of I-SHEEP's seed tasks: the first ``data.seed_task_count`` of the source."""
+    source, count = config.data.seed_tasks, config.data.seed_task_count
+    if source == BUILTIN_POOL:
+        problems = arithmetic.make_problems("seed", count, seed=config.run.seed)
+        return [(p.id, p.question) for p in problems]
+    _check_builtin(source)
+    if source.startswith("builtin:"):
+        raise SourceError(f"unknown builtin seed tasks {source!r}; known: {BUILTIN_POOL}")
+    records = read_prompts(source, "auto", task=config.recipe.task).raise_if_bad().records
+    return [(r.prompt_id, r.question_text()) for r in records[:count]]
+
+
+def synthesized_prompt(text: str, prompt_id: str, task: str, round_index: int) -> Record:
+    """A prompt the model wrote, as a record of ``task`` (the demo world reads its gold)."""
+    if task == arithmetic.TASK:
+        record = arithmetic.problem_record(text, prompt_id)
+    else:
+        record = Record(id=prompt_id, prompt_id=prompt_id, prompt=text, task=task)
+        record.source = "synthesized"
+    record.round = round_index
+    return record

@@ -1,14 +1,12 @@
 """The run manifest: the round state machine of a self-evolution run, kept on disk.
 
-A run is an ordered list of steps; for SELF:
+A run is an ordered list of steps: the two meta steps when the recipe has them, round 0's
+evaluation, each round's steps as its recipe declares them (:mod:`selfevo.recipes`), and the
+report. For SELF:
 
     meta.label -> meta.train -> round0.eval ->
     [roundN.generate -> roundN.critique -> roundN.filter -> roundN.train -> roundN.handoff
      -> roundN.eval] for N = 1..T -> report
-
-I-SHEEP's round is synthesize -> generate -> assess -> filter -> train -> handoff -> eval,
-mistake analysis's generate -> analyze -> filter -> train -> handoff -> eval; both start at
-round0.eval unless a skills warm-up adds the two meta steps.
 
 Each step is ``pending``, ``running`` or ``done`` and keeps its outputs (paths) and metrics.
 The manifest is rewritten atomically after every change, so a killed run leaves it readable;
@@ -24,18 +22,12 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 PENDING, RUNNING, DONE = "pending", "running", "done"
-ROUND_STEPS = ("generate", "critique", "filter", "train", "handoff", "eval")
-# Each recipe's round; I-SHEEP and mistake analysis have meta steps only with a warm-up.
-RECIPE_ROUND_STEPS = {
-    "self": ROUND_STEPS,
-    "isheep": ("synthesize", "generate", "assess", "filter", "train", "handoff", "eval"),
-    "mistake_analysis": ("generate", "analyze", "filter", "train", "handoff", "eval"),
-}
 MANIFEST_FILE = "manifest.json"
 # Settings that change where or how fast a run goes, not what it computes.
 _NOT_HASHED = {
@@ -50,14 +42,12 @@ class ManifestError(RuntimeError):
     pass
 
 
-def plan_steps(rounds: int, recipe: str = "self", meta: bool = True) -> list[str]:
-    """Every step of a ``recipe`` run with ``rounds`` rounds, in order."""
-    if recipe not in RECIPE_ROUND_STEPS:
-        raise ValueError(f"unknown recipe {recipe!r}; known: {sorted(RECIPE_ROUND_STEPS)}")
+def plan_steps(rounds: int, round_steps: Sequence[str], meta: bool = True) -> list[str]:
+    """Every step of a run with ``rounds`` rounds of ``round_steps``, in order."""
     steps = ["meta.label", "meta.train"] if meta else []
     steps.append("round0.eval")
     for index in range(1, rounds + 1):
-        steps += [f"round{index}.{name}" for name in RECIPE_ROUND_STEPS[recipe]]
+        steps += [f"round{index}.{name}" for name in round_steps]
     return [*steps, "report"]
 
 
@@ -95,12 +85,12 @@ class Manifest:
         run_dir: str | Path,
         config_hash: str,
         rounds: int,
-        recipe: str = "self",
+        round_steps: Sequence[str],
         meta: bool = True,
     ) -> Manifest:
         """Load the run's manifest, or start one. Raises ManifestError on a config mismatch."""
         path = Path(run_dir) / MANIFEST_FILE
-        plan = plan_steps(rounds, recipe, meta)
+        plan = plan_steps(rounds, round_steps, meta)
         if not path.exists():
             manifest = cls(path, config_hash, [Step(name) for name in plan])
             manifest.save()

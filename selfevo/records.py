@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 PENDING = "pending"
 KEPT = "kept"
@@ -151,6 +153,19 @@ def table_to_records(table: pa.Table) -> list[Record]:
     if unknown:
         raise ValueError(f"table has columns outside the record schema: {sorted(unknown)}")
     return [Record.from_row(row) for row in table.to_pylist()]
+
+
+def read_records(path: str | Path) -> list[Record]:
+    """Records from a Parquet file written by :func:`write_records` (or a pipeline)."""
+    return table_to_records(pq.read_table(path))
+
+
+def write_records(records: list[Record], path: str | Path) -> Path:
+    """Records to a Parquet file (parent folders made); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(records_to_table(records), path)
+    return path
 
 
 def status_counts(records: list[Record]) -> dict[str, int]:

@@ -18,6 +18,7 @@ from actors.coordinator import run_recipe
 from actors.models import load_model
 from selfevo.config import load_config
 from selfevo.manifest import plan_steps
+from selfevo.recipes import RECIPES
 from selfevo.records import KEPT, REJECTED, table_to_records
 
 REDUCED = [
@@ -59,7 +60,9 @@ def test_reduced_isheep_accounts_for_every_synthesized_instruction(ray_cluster, 
     # One-word "instructions" pass the rules, so the noise still reaches answer and assess.
     extra = ["recipe.synthesize_per_round=16", "recipe.instruction_min_words=1"]
     run_dir, manifest, summary = _run("isheep_demo", tmp_path, extra)
-    assert [s["name"] for s in manifest["steps"]] == plan_steps(1, "isheep", meta=True)
+    assert [s["name"] for s in manifest["steps"]] == plan_steps(
+        1, RECIPES["isheep"].round_steps, meta=True
+    )
     synthesis = _records(run_dir / "round1/synthesis.parquet")
     assert len(synthesis) == 16
     _all_final(synthesis)
@@ -81,7 +84,9 @@ def test_reduced_isheep_accounts_for_every_synthesized_instruction(ray_cluster, 
 
 def test_reduced_mistake_analysis_accounts_for_every_row(ray_cluster, tmp_path):
     run_dir, manifest, summary = _run("mistake_analysis_demo", tmp_path, [])
-    assert [s["name"] for s in manifest["steps"]] == plan_steps(1, "mistake_analysis", meta=True)
+    assert [s["name"] for s in manifest["steps"]] == plan_steps(
+        1, RECIPES["mistake_analysis"].round_steps, meta=True
+    )
     filtered = _records(run_dir / "round1/filtered.parquet")
     assert len(filtered) == 32  # 16 prompts x (own answer + induced mistake)
     assert {r.meta["kind"] for r in filtered} == {"answer", "mistake"}

@@ -2,7 +2,7 @@
 
 import json
 
-from actors.demo_seed import SEED_DIR
+from actors.models import SEED_DIR
 from selfevo.arithmetic import make_problems
 from selfevo.cli import main
 

@@ -17,6 +17,7 @@ from actors.models import load_model
 from selfevo.config import load_config
 from selfevo.manifest import Manifest, plan_steps
 from selfevo.parsers import rederived_judgement
+from selfevo.recipes import RECIPES
 from selfevo.records import KEPT, REJECTED, table_to_records
 
 
@@ -38,7 +39,7 @@ def finished_run(ray_cluster, tmp_path_factory, reduced_demo):
 def test_reduced_demo_completes_and_accounts_for_every_prompt(finished_run):
     run_dir, summary = finished_run
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert [s["name"] for s in manifest["steps"]] == plan_steps(1)
+    assert [s["name"] for s in manifest["steps"]] == plan_steps(1, RECIPES["self"].round_steps)
     assert {s["status"] for s in manifest["steps"]} == {"done"}
     assert [r["round"] for r in summary["rounds"]] == [0, 1]
     for entry in summary["rounds"]:
@@ -96,7 +97,10 @@ def test_a_run_killed_after_filter_resumes_to_the_same_manifest(
     with pytest.raises(ray.exceptions.RayActorError):
         run_recipe(config, fault_after="round1.filter")
     killed = Manifest.open(
-        run_dir, json.loads((run_dir / "manifest.json").read_text())["config_hash"], 1
+        run_dir,
+        json.loads((run_dir / "manifest.json").read_text())["config_hash"],
+        1,
+        RECIPES["self"].round_steps,
     )
     assert killed.next_step() == "round1.train"
     finished_before = {s.name: s.started for s in killed.steps if s.status == "done"}

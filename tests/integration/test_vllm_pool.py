@@ -18,7 +18,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from actors.coordinator import RunDriver, run_recipe  # noqa: E402
+from actors.context import RayRunContext  # noqa: E402
+from actors.controller import RunController  # noqa: E402
+from actors.coordinator import run_recipe  # noqa: E402
 from actors.engine_hf import HFEngine  # noqa: E402
 from actors.engine_vllm import vllm_available  # noqa: E402
 from actors.models import adapter_checkpoint, build_tiny_llama, full_weights  # noqa: E402
@@ -84,7 +86,7 @@ def test_adapter_checkpoints_merge_once_and_chain(models):
     )
 
 
-def _driver(tmp_path: Path, backend: str, model: Path) -> RunDriver:
+def _context(tmp_path: Path, backend: str, model: Path) -> RayRunContext:
     overrides = [
         f"engine.backend={backend}",
         "engine.enforce_eager=true",
@@ -94,28 +96,28 @@ def _driver(tmp_path: Path, backend: str, model: Path) -> RunDriver:
         "train.lora.r=4",
         f"run.output_dir={tmp_path}",
     ]
-    return RunDriver(load_config("demo", overrides), str(tmp_path / "run"))
+    return RunController(load_config("demo", overrides), str(tmp_path / "run")).context
 
 
 @pytest.mark.parametrize("backend", ["hf", pytest.param("vllm", marks=needs_vllm)])
 def test_round_handoffs_serve_what_they_should(ray_cluster, models, tmp_path, backend):
-    driver = _driver(tmp_path, backend, models["a"])
+    context = _context(tmp_path, backend, models["a"])
     try:
         for model in ("a", "round1", "round2", "b", "round1"):
-            pool = driver._serve(str(models[model]))
+            pool = context.serve(str(models[model]))
             expected = _hf_texts(full_weights(models[model]))
             assert [c[0].text for c in pool.generate(PROMPTS, GREEDY)] == expected, model
         backends = {e["extra"]["backend"] for e in pool.stats()["engines"]}
         assert backends == {backend}
     finally:
-        driver.pool.shutdown()
+        context.shutdown()
 
 
 @needs_vllm
 def test_a_vllm_engine_killed_mid_pipeline_loses_and_doubles_nothing(ray_cluster, models, tmp_path):
-    driver = _driver(tmp_path, "vllm", models["a"])
-    driver._serve(str(models["a"]))
-    pool = driver._serve(str(models["b"]))  # the replacement must come back serving B
+    context = _context(tmp_path, "vllm", models["a"])
+    context.serve(str(models["a"]))
+    pool = context.serve(str(models["b"]))  # the replacement must come back serving B
     records = [
         Record(id=f"r{i}", prompt_id=f"r{i}", prompt=text, task="math", gold="0")
         for i, text in enumerate(arithmetic_prompts(64, seed=8))

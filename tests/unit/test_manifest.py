@@ -9,6 +9,9 @@ from omegaconf import OmegaConf
 
 from selfevo.config import load_config
 from selfevo.manifest import DONE, RUNNING, Manifest, ManifestError, config_hash, plan_steps
+from selfevo.recipes import RECIPES
+
+SELF_ROUND = RECIPES["self"].round_steps
 
 
 def _hash(*overrides: str) -> str:
@@ -18,7 +21,7 @@ def _hash(*overrides: str) -> str:
 
 
 def test_plan_has_meta_rounds_and_report():
-    steps = plan_steps(2)
+    steps = plan_steps(2, SELF_ROUND)
     assert steps[:3] == ["meta.label", "meta.train", "round0.eval"]
     assert steps[3:9] == [
         f"round1.{s}" for s in ("generate", "critique", "filter", "train", "handoff", "eval")
@@ -27,35 +30,33 @@ def test_plan_has_meta_rounds_and_report():
 
 
 def test_each_recipe_plans_its_own_round_and_meta_only_when_asked():
-    assert plan_steps(1, "isheep", meta=False) == [
+    assert plan_steps(1, RECIPES["isheep"].round_steps, meta=False) == [
         "round0.eval",
         *(f"round1.{s}" for s in ("synthesize", "generate", "assess", "filter", "train")),
         "round1.handoff",
         "round1.eval",
         "report",
     ]
-    ma = plan_steps(1, "mistake_analysis", meta=True)
+    ma = plan_steps(1, RECIPES["mistake_analysis"].round_steps, meta=True)
     assert ma[:3] == ["meta.label", "meta.train", "round0.eval"]
     assert ma[3:6] == ["round1.generate", "round1.analyze", "round1.filter"]
-    with pytest.raises(ValueError, match="unknown recipe"):
-        plan_steps(1, "dpo")
 
 
 def test_a_run_dir_of_another_recipe_is_refused(tmp_path):
-    Manifest.open(tmp_path, "h", rounds=1, recipe="isheep", meta=False)
+    Manifest.open(tmp_path, "h", 1, RECIPES["isheep"].round_steps, meta=False)
     with pytest.raises(ManifestError, match="do not match"):
-        Manifest.open(tmp_path, "h", rounds=1, recipe="mistake_analysis", meta=False)
+        Manifest.open(tmp_path, "h", 1, RECIPES["mistake_analysis"].round_steps, meta=False)
 
 
 def test_steps_run_in_order_and_resume_after_a_kill(tmp_path):
-    manifest = Manifest.open(tmp_path, "h", rounds=1)
+    manifest = Manifest.open(tmp_path, "h", 1, SELF_ROUND)
     for name in ("meta.label", "meta.train"):
         manifest.start(name)
         manifest.finish(name, outputs={"dir": f"/x/{name}"}, metrics={"n": 1})
     manifest.start("round0.eval")  # killed here: left running
     with pytest.raises(ManifestError, match="next step"):
         manifest.start("round1.generate")
-    reopened = Manifest.open(tmp_path, "h", rounds=1)
+    reopened = Manifest.open(tmp_path, "h", 1, SELF_ROUND)
     assert reopened.next_step() == "round0.eval"
     assert reopened.step("round0.eval").status == RUNNING
     assert reopened.is_done("meta.train") and reopened.step("meta.train").outputs == {
@@ -64,7 +65,7 @@ def test_steps_run_in_order_and_resume_after_a_kill(tmp_path):
 
 
 def test_finishing_every_step_completes_the_run(tmp_path):
-    manifest = Manifest.open(tmp_path, "h", rounds=1)
+    manifest = Manifest.open(tmp_path, "h", 1, SELF_ROUND)
     while (name := manifest.next_step()) is not None:
         manifest.start(name)
         manifest.finish(name)
@@ -77,23 +78,23 @@ def test_finishing_every_step_completes_the_run(tmp_path):
 
 
 def test_more_rounds_extend_a_finished_plan(tmp_path):
-    manifest = Manifest.open(tmp_path, "h", rounds=1)
+    manifest = Manifest.open(tmp_path, "h", 1, SELF_ROUND)
     while (name := manifest.next_step()) is not None:
         manifest.start(name)
         manifest.finish(name)
     # A longer run on the same config: rounds so far stay done, the new ones are pending.
-    longer = Manifest.open(tmp_path, "h", rounds=2)
+    longer = Manifest.open(tmp_path, "h", 2, SELF_ROUND)
     assert longer.is_done("round1.eval") and longer.next_step() == "round2.generate"
-    assert [s.name for s in longer.steps] == plan_steps(2)
+    assert [s.name for s in longer.steps] == plan_steps(2, SELF_ROUND)
     assert longer.step("report").status == "pending"
     with pytest.raises(ManifestError, match="not lose them"):
-        Manifest.open(tmp_path, "h", rounds=0)
+        Manifest.open(tmp_path, "h", 0, SELF_ROUND)
 
 
 def test_changed_config_is_refused(tmp_path):
-    Manifest.open(tmp_path, _hash(), rounds=1)
+    Manifest.open(tmp_path, _hash(), 1, SELF_ROUND)
     with pytest.raises(ManifestError, match="another config"):
-        Manifest.open(tmp_path, _hash("train.learning_rate=0.5"), rounds=1)
+        Manifest.open(tmp_path, _hash("train.learning_rate=0.5"), 1, SELF_ROUND)
 
 
 def test_hash_ignores_where_and_how_fast():

@@ -3,11 +3,12 @@
 import json
 
 from selfevo.manifest import Manifest
+from selfevo.recipes import RECIPES
 from selfevo.report import build_summary, format_table, write_report
 
 
 def _finished_run(tmp_path, rounds=1):
-    manifest = Manifest.open(tmp_path, "h", rounds)
+    manifest = Manifest.open(tmp_path, "h", rounds, RECIPES["self"].round_steps)
     for step in list(manifest.steps):
         manifest.start(step.name)
         metrics = {}
@@ -67,7 +68,7 @@ def test_report_writes_summary_markdown_and_plots(tmp_path):
 
 
 def test_half_finished_run_reports_the_rounds_it_has(tmp_path):
-    manifest = Manifest.open(tmp_path, "h", 2)
+    manifest = Manifest.open(tmp_path, "h", 2, RECIPES["self"].round_steps)
     for name in ("meta.label", "meta.train", "round0.eval"):
         manifest.start(name)
         manifest.finish(

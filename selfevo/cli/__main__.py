@@ -1,0 +1,5 @@
+import sys
+
+from selfevo.cli import main
+
+sys.exit(main())

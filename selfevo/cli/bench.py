@@ -1,0 +1,71 @@
+"""``selfevo bench generate`` and ``selfevo bench train``: the project's speed measurements."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from selfevo.cli.common import stderr_for_libraries
+
+
+def register(commands) -> None:
+    bench = commands.add_parser("bench", help="measure speed")
+    what = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
+    gen = what.add_parser(
+        "generate",
+        help="engine batching gain, pipeline scaling over 1 and 2 engines, vLLM vs HF and pool",
+    )
+    gen.add_argument("--json", action="store_true", help="print the report as JSON")
+    gen.add_argument("--prompts", type=int, default=1024)
+    gen.add_argument("--max-new-tokens", type=int, default=32)
+    gen.add_argument("--batch-size", type=int, default=64)
+    gen.add_argument(
+        "--engine-only", action="store_true", help="only the HF engine's batching gain"
+    )
+    gen.add_argument("--no-vllm", action="store_true", help="skip the vLLM comparison")
+    gen.set_defaults(func=cmd_bench_generate)
+
+    train = what.add_parser(
+        "train", help="training tokens/s (and MFU on GPU) through Ray Train + DeepSpeed"
+    )
+    train.add_argument("--json", action="store_true", help="print the report as JSON")
+    train.add_argument("--zero-stage", type=int, default=2, choices=[0, 1, 2, 3])
+    train.add_argument("--workers", type=int, default=2)
+    train.add_argument("--hidden-size", type=int, default=256)
+    train.add_argument("--num-layers", type=int, default=4)
+    train.add_argument("--steps", type=int, default=12)
+    train.add_argument("--gpu", action="store_true", help="one GPU per worker, bf16")
+    train.add_argument("--peak-tflops", type=float, default=0.0, help="for MFU on GPU")
+    train.set_defaults(func=cmd_bench_train)
+
+
+def cmd_bench_generate(args: argparse.Namespace) -> int:
+    with stderr_for_libraries():
+        from actors import bench
+
+        report = bench.run(
+            prompts=args.prompts,
+            max_new_tokens=args.max_new_tokens,
+            batch=args.batch_size,
+            pipeline=not args.engine_only,
+            vllm=not args.engine_only and not args.no_vllm,
+        )
+    print(json.dumps(report, indent=2) if args.json else bench.format_report(report))
+    return 0
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    with stderr_for_libraries():
+        from actors import bench_train
+
+        report = bench_train.run(
+            zero_stage=args.zero_stage,
+            workers=args.workers,
+            hidden_size=args.hidden_size,
+            num_layers=args.num_layers,
+            steps=args.steps,
+            use_gpu=args.gpu,
+            peak_tflops=args.peak_tflops,
+        )
+    print(json.dumps(report, indent=2 if args.json else None))
+    return 0

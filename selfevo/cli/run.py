@@ -1,0 +1,119 @@
+"""``selfevo run``, ``config show``, ``report`` and ``plan``: running a recipe and inspecting
+its config, its report and its GPU layout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from selfevo.cli.common import add_config_arguments, config_of, progress, stderr_for_libraries
+from selfevo.config import load_config, to_yaml
+
+
+def register(commands) -> None:
+    run = commands.add_parser("run", help="run a recipe (default: the embedded demo)")
+    add_config_arguments(run)
+    run.set_defaults(func=cmd_run)
+
+    config = commands.add_parser("config", help="inspect configs")
+    actions = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    show = actions.add_parser("show", help="print the resolved config")
+    add_config_arguments(show)
+    show.set_defaults(func=cmd_config_show)
+
+    report = commands.add_parser("report", help="render summary.json and report.md of a run")
+    report.add_argument("run_dir", help="the run directory (runs/<name>)")
+    report.set_defaults(func=cmd_report)
+
+    plan = commands.add_parser(
+        "plan", help="placement and per-GPU memory of a GPU config; exit 1 when it does not fit"
+    )
+    plan.add_argument("config", help="YAML path or name under conf/ (e.g. scale/llama3_70b_4x8)")
+    plan.add_argument("overrides", nargs="*", help="key=value overrides")
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.add_argument(
+        "--simulate",
+        action="store_true",
+        help="also place it on a simulated Ray cluster of that shape (stand-in actors)",
+    )
+    plan.set_defaults(func=cmd_plan)
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    print(to_yaml(config_of(args)), end="")
+    return 0
+
+
+def _check_plan(config) -> bool:
+    """On a GPU config, refuse a layout the planner says cannot fit (before Ray starts)."""
+    from selfevo.planner import PlanError, plan
+
+    if not (config.cluster.gpus_per_node and config.train.use_gpu):
+        return True
+    try:
+        result = plan(config)
+    except PlanError as exc:
+        print(f"warning: not checking the GPU layout: {exc}", file=sys.stderr)
+        return True
+    for problem in result.problems:
+        print(f"error: does not fit: {problem}", file=sys.stderr)
+    return result.fits
+
+
+def _preflight(config) -> None:
+    """Read every data source a run needs before any engine starts: bad rows fail in seconds."""
+    from selfevo import datasets
+
+    datasets.meta_prompts(config)
+    if config.recipe.rounds:
+        datasets.pool_slice(config, 1)
+    datasets.eval_problems(config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = config_of(args)
+    if not _check_plan(config):
+        print("see `selfevo plan` for the whole layout", file=sys.stderr)
+        return 1
+    _preflight(config)
+    run_dir = Path(config.run.output_dir) / config.run.name
+    print(f"run directory: {run_dir}")
+    print(f"recipe: {config.recipe.name.value}, {config.recipe.rounds} round(s)", flush=True)
+    with stderr_for_libraries():
+        from actors.coordinator import run_recipe
+        from actors.runtime import init_ray
+
+        init_ray(config.cluster)
+        summary = run_recipe(config, emit=progress)
+    from selfevo.report import format_table
+
+    print(format_table(summary))
+    print(f"wall time {summary['wall_seconds']:.0f}s; report: {run_dir / 'report.md'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from selfevo.report import format_table, write_report
+
+    summary = write_report(args.run_dir)
+    print(format_table(summary))
+    print(f"report: {Path(args.run_dir) / 'report.md'}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from selfevo.planner import format_plan, format_simulation, plan
+
+    config = load_config(args.config, args.overrides)
+    result = plan(config)
+    report = result.to_dict()
+    if args.simulate and result.fits:
+        from actors.placement import simulate
+
+        report["simulated"] = simulate(config)
+    print(json.dumps(report, indent=2) if args.json else format_plan(result))
+    if "simulated" in report and not args.json:
+        print(format_simulation(report["simulated"]))
+    return 0 if result.fits else 1
