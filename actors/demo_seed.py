@@ -76,6 +76,22 @@ def heldout_accuracy(model_dir: str | Path, count: int = 300, num_threads: int =
     )
 
 
+def _step(model: Any, optimizer: Any, batch: dict[str, Any]) -> float:
+    loss = model(**batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def _save_and_evaluate(model: Any, output: Path, num_threads: int) -> float:
+    model.save_pretrained(output, safe_serialization=True)
+    accuracy = heldout_accuracy(output, num_threads=num_threads)
+    model.train()
+    return accuracy
+
+
 def train_seed(
     output: str | Path,
     *,
@@ -111,18 +127,14 @@ def train_seed(
     for step in range(1, steps + 1):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate * min(1.0, step / warmup)
-        loss = model(**_batch(rng.sample(examples, batch_size), tokenizer.pad_token_id)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss = _step(
+            model, optimizer, _batch(rng.sample(examples, batch_size), tokenizer.pad_token_id)
+        )
         if (step >= eval_from and step % eval_every == 0) or step == steps:
-            model.save_pretrained(output, safe_serialization=True)
-            accuracy = heldout_accuracy(output, num_threads=num_threads)
-            model.train()
-            history.append({"step": step, "loss": round(loss.item(), 4), "heldout_acc": accuracy})
+            accuracy = _save_and_evaluate(model, output, num_threads)
+            history.append({"step": step, "loss": round(loss, 4), "heldout_acc": accuracy})
             emit(
-                f"[seed] step {step}/{steps} loss {loss.item():.4f} held-out accuracy "
+                f"[seed] step {step}/{steps} loss {loss:.4f} held-out accuracy "
                 f"{accuracy:.3f} ({time.perf_counter() - started:.0f}s)"
             )
             if accuracy >= target_acc:
@@ -132,10 +144,7 @@ def train_seed(
         "max_steps": steps,
         "steps": history[-1]["step"],
         "target_acc": target_acc,
-        "problems": problems,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "seed": seed,
+        **dict(problems=problems, batch_size=batch_size, learning_rate=learning_rate, seed=seed),
         "torch": torch.__version__,
         "history": history,
         "seconds": round(time.perf_counter() - started, 1),

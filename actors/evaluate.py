@@ -134,38 +134,36 @@ def refine(
     by_prompt: dict[str, list[Record]] = {}
     for record in sorted(records, key=lambda r: (r.prompt_id, r.sample_index)):
         by_prompt.setdefault(record.prompt_id, []).append(record)
-    refined = 0
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w") as sink:
         for prompt in prompts:
-            group = by_prompt[prompt.prompt_id]
-            refined += sum(1 for r in group if r.refined_response is not None)
-            first = refined_answer(group[0], policy) or ""
-            sink.write(
-                json.dumps(
-                    {
-                        "id": prompt.prompt_id,
-                        "output": first
-                        if samples == 1
-                        else f"The answer is {votes[prompt.prompt_id]}.",
-                        "answer": votes[prompt.prompt_id],
-                        "samples": [
-                            {
-                                "response": r.response,
-                                "judgement": r.judgement,
-                                "refined_response": r.refined_response,
-                                "refined_judgement": r.refined_judgement,
-                                "refinements": int(r.meta.get("refinements", "0")),
-                            }
-                            for r in group
-                        ],
-                    }
-                )
-                + "\n"
-            )
+            group, answer = by_prompt[prompt.prompt_id], votes[prompt.prompt_id]
+            final = refined_answer(group[0], policy) or "" if samples == 1 else None
+            sink.write(json.dumps(_refine_line(prompt.prompt_id, group, answer, final)) + "\n")
     return {
         "output": str(output),
         "prompts": len(prompts),
         "samples": samples,
-        "refined_samples": refined,
+        "refined_samples": sum(1 for r in records if r.refined_response is not None),
+    }
+
+
+def _refine_line(
+    prompt_id: str, group: list[Record], answer: Any, final: str | None
+) -> dict[str, Any]:
+    """One prompt's line: its ``output`` (the refined answer, or the vote when sampled)."""
+    return {
+        "id": prompt_id,
+        "output": final if final is not None else f"The answer is {answer}.",
+        "answer": answer,
+        "samples": [
+            {
+                "response": r.response,
+                "judgement": r.judgement,
+                "refined_response": r.refined_response,
+                "refined_judgement": r.refined_judgement,
+                "refinements": int(r.meta.get("refinements", "0")),
+            }
+            for r in group
+        ],
     }

@@ -198,14 +198,41 @@ def run_pipeline(
     _quiet_ray_data()
     ray.get(router.reset_progress.remote())
     started = time.perf_counter()
+    labels = stage_labels(chain)
+    dataset = _staged_dataset(
+        records,
+        router,
+        chain,
+        out_dir / "stages",
+        params,
+        feedback_params,
+        template_set,
+        batch_size,
+    )
+    output_path = out_dir / "output.parquet"
+    with _Progress(router, labels, len(records), progress_interval_s, emit) as progress:
+        seen, counts = _write_output(dataset, output_path, progress)
+    _check_accounting(input_ids, seen)
+    return PipelineResult(
+        output_path=output_path,
+        rows=sum(seen.values()),
+        wall_seconds=time.perf_counter() - started,
+        counts=dict(counts),
+        stage_rows=ray.get(router.get_progress.remote()),
+    )
+
+
+def _staged_dataset(
+    records, router, chain, stages_dir, params, feedback_params, template_set, batch_size
+) -> ray.data.Dataset:
+    """``records`` as a Ray dataset flowing through one async actor per stage of ``chain``."""
     blocks = [
         records_to_table(records[i : i + batch_size]) for i in range(0, len(records), batch_size)
     ]
     dataset = ray.data.from_arrow(blocks or [records_to_table([])])
     judged = any(stage.feedback for stage in chain)
-    labels = stage_labels(chain)
     in_flight = batches_in_flight(router, batch_size)
-    for stage, label in zip(chain, labels, strict=True):
+    for stage, label in zip(chain, stage_labels(chain), strict=True):
         dataset = dataset.map_batches(
             StageWorker,
             fn_constructor_kwargs={
@@ -215,34 +242,28 @@ def run_pipeline(
                 "params": feedback_params if stage.feedback else params,
                 "template_set": template_set,
                 "judged": judged,
-                "out_dir": str(out_dir / "stages"),
+                "out_dir": str(stages_dir),
             },
             batch_size=batch_size,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=1, max_concurrent_calls_per_actor=in_flight),
             num_cpus=0,
         )
-    output_path = out_dir / "output.parquet"
+    return dataset
+
+
+def _write_output(dataset, output_path: Path, progress) -> tuple[Counter[str], Counter[str]]:
+    """Stream the dataset's rows into ``output_path``; the ids seen and the status counts."""
     seen: Counter[str] = Counter()
     counts: Counter[str] = Counter()
-    with (
-        pq.ParquetWriter(output_path, RECORD_SCHEMA) as writer,
-        _Progress(router, labels, len(records), progress_interval_s, emit) as progress,
-    ):
+    with pq.ParquetWriter(output_path, RECORD_SCHEMA) as writer:
         for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
             batch = batch.select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA)
             writer.write_table(batch)
             seen.update(batch.column("id").to_pylist())
             counts.update(status_counts(table_to_records(batch)))
             progress.done += batch.num_rows
-    _check_accounting(input_ids, seen)
-    return PipelineResult(
-        output_path=output_path,
-        rows=sum(seen.values()),
-        wall_seconds=time.perf_counter() - started,
-        counts=dict(counts),
-        stage_rows=ray.get(router.get_progress.remote()),
-    )
+    return seen, counts
 
 
 def _check_accounting(input_ids: list[str], seen: Counter[str]) -> None:

@@ -24,7 +24,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -292,18 +292,63 @@ def _keep_gloo_allreduce(deepspeed: Any) -> None:
 
 def train_loop(cfg: dict[str, Any]) -> None:
     """What each Ray Train worker runs."""
+    import ray.train
+
     entered = time.perf_counter()
+    worker = _start_worker(cfg)
+    if worker.rank == 0:
+        print(
+            f"[train] worker ready in {time.perf_counter() - entered:.1f}s "
+            f"(model loaded, DeepSpeed ZeRO-{cfg['zero_stage']} initialised)",
+            flush=True,
+        )
+    looping = time.perf_counter()
+    shard = ray.train.get_dataset_shard("train")
+    for _ in range(cfg["epochs"]):
+        _train_epoch(cfg, worker, shard)
+    saving = time.perf_counter()
+    summary = _save_hf_checkpoint(worker.engine, worker.tokenizer, cfg, worker.rank, worker.device)
+    final = {"step": worker.state["step"], "done": 1, **summary}
+    if worker.rank == 0:
+        print(
+            f"[train] {worker.state['step']} steps in {saving - looping:.1f}s; checkpoint saved "
+            f"and reload-checked in {time.perf_counter() - saving:.1f}s",
+            flush=True,
+        )
+        # The HF checkpoint is the run's Ray Train checkpoint too.
+        checkpoint = ray.train.Checkpoint.from_directory(summary["hf_checkpoint"])
+        ray.train.report(final, checkpoint=checkpoint)
+    else:
+        ray.train.report(final)
+
+
+@dataclass
+class _Worker:
+    """One training worker's state: its DeepSpeed engine and where its loop stands."""
+
+    engine: Any
+    optimizer: Any
+    tokenizer: Any
+    rank: int
+    world: int
+    device: str
+    state: dict[str, int]
+    window: dict[str, float] = field(default_factory=dict)
+    micro_seen: int = 0
+
+
+def _start_worker(cfg: dict[str, Any]) -> _Worker:
+    """Load the model, wrap it in DeepSpeed and restore the last checkpoint, if any."""
     if not cfg["use_gpu"]:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
     import ray.train
     import torch
 
-    if not cfg["use_gpu"]:
-        _keep_gloo_allreduce(deepspeed)
-
     from actors.models import load_tokenizer
 
+    if not cfg["use_gpu"]:
+        _keep_gloo_allreduce(deepspeed)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = f"cuda:{context.get_local_rank()}" if cfg["use_gpu"] else "cpu"
@@ -322,69 +367,60 @@ def train_loop(cfg: dict[str, Any]) -> None:
     engine, optimizer, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, config=cfg["deepspeed"]
     )
-    state = _restore(engine)
-    if rank == 0:
-        print(
-            f"[train] worker ready in {time.perf_counter() - entered:.1f}s "
-            f"(model loaded, DeepSpeed ZeRO-{cfg['zero_stage']} initialised)",
-            flush=True,
-        )
-    looping = time.perf_counter()
-    shard = ray.train.get_dataset_shard("train")
-    total, accumulation = cfg["total_steps"], cfg["gradient_accumulation_steps"]
-    window = {
+    worker = _Worker(engine, optimizer, tokenizer, rank, world, device, _restore(engine))
+    worker.window = _new_window()
+    return worker
+
+
+def _new_window() -> dict[str, float]:
+    """What one optimizer step's micro-batches add up (reset after each step is logged)."""
+    return {
         "loss": 0.0,
         "tokens": 0.0,
         "target_tokens": 0.0,
         "truncated": 0.0,
         "started": time.perf_counter(),
     }
-    micro_seen = 0
-    for _ in range(cfg["epochs"]):
-        for rows in _micro_batches(shard, cfg["micro_batch_size"], cfg["group_by_length"]):
-            micro_seen += 1
-            if micro_seen <= state["micro_step"]:
-                continue  # consumed before the restart
-            if state["step"] >= total:
-                break
-            batch = collate([(r[0], r[1]) for r in rows], tokenizer.pad_token_id, device)
-            lr = learning_rate_at(
-                state["step"], total, cfg["learning_rate"], cfg["warmup_steps"], cfg["lr_schedule"]
-            )
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            logits = engine(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            ).logits
-            loss_sum, n_target = masked_loss_sum(logits, batch["labels"])
-            engine.backward(loss_sum / n_target.clamp(min=1))
-            engine.step()
-            window["loss"] += float(loss_sum)
-            window["target_tokens"] += float(n_target)
-            window["tokens"] += float(batch["attention_mask"].sum())
-            window["truncated"] += sum(bool(r[2]) for r in rows)
-            if state["step"] < cfg["log_batch_ids_steps"]:
-                _log_batch_ids(cfg, rank, state["step"] + 1, [str(r[3]) for r in rows])
-            state["micro_step"] = micro_seen
-            if micro_seen % accumulation:
-                continue
-            state["step"] += 1
-            _end_of_step(engine, cfg, state, window, lr, rank, world, device)
-    saving = time.perf_counter()
-    summary = _save_hf_checkpoint(engine, tokenizer, cfg, rank, device)
-    if rank == 0:
-        print(
-            f"[train] {state['step']} steps in {saving - looping:.1f}s; checkpoint saved and "
-            f"reload-checked in {time.perf_counter() - saving:.1f}s",
-            flush=True,
+
+
+def _train_epoch(cfg: dict[str, Any], worker: _Worker, shard: Any) -> None:
+    """One pass over the worker's shard, skipping micro-batches consumed before a restart."""
+    state, total = worker.state, cfg["total_steps"]
+    for rows in _micro_batches(shard, cfg["micro_batch_size"], cfg["group_by_length"]):
+        worker.micro_seen += 1
+        if worker.micro_seen <= state["micro_step"]:
+            continue  # consumed before the restart
+        if state["step"] >= total:
+            break
+        lr = learning_rate_at(
+            state["step"], total, cfg["learning_rate"], cfg["warmup_steps"], cfg["lr_schedule"]
         )
-    final = {"step": state["step"], "done": 1, **summary}
-    if rank == 0:  # the HF checkpoint is the run's Ray Train checkpoint too
-        ray.train.report(
-            final, checkpoint=ray.train.Checkpoint.from_directory(summary["hf_checkpoint"])
+        _train_micro_batch(cfg, worker, rows, lr)
+        if state["step"] < cfg["log_batch_ids_steps"]:
+            _log_batch_ids(cfg, worker.rank, state["step"] + 1, [str(r[3]) for r in rows])
+        state["micro_step"] = worker.micro_seen
+        if worker.micro_seen % cfg["gradient_accumulation_steps"]:
+            continue
+        state["step"] += 1
+        _end_of_step(
+            worker.engine, cfg, state, worker.window, lr, worker.rank, worker.world, worker.device
         )
-    else:
-        ray.train.report(final)
+
+
+def _train_micro_batch(cfg: dict[str, Any], worker: _Worker, rows: list, lr: float) -> None:
+    batch = collate([(r[0], r[1]) for r in rows], worker.tokenizer.pad_token_id, worker.device)
+    for group in worker.optimizer.param_groups:
+        group["lr"] = lr
+    engine = worker.engine
+    logits = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    loss_sum, n_target = masked_loss_sum(logits, batch["labels"])
+    engine.backward(loss_sum / n_target.clamp(min=1))
+    engine.step()
+    window = worker.window
+    window["loss"] += float(loss_sum)
+    window["target_tokens"] += float(n_target)
+    window["tokens"] += float(batch["attention_mask"].sum())
+    window["truncated"] += sum(bool(r[2]) for r in rows)
 
 
 def _log_batch_ids(cfg: dict[str, Any], rank: int, step: int, ids: list[str]) -> None:
@@ -429,9 +465,7 @@ def _end_of_step(engine, cfg, state, window, lr, rank, world, device) -> None:
     every = cfg["checkpoint_every_steps"]
     if every and state["step"] % every == 0 and state["step"] < cfg["total_steps"]:
         _save_resume_checkpoint(engine, dict(state), metrics)
-    window.update(
-        loss=0.0, tokens=0.0, target_tokens=0.0, truncated=0.0, started=time.perf_counter()
-    )
+    window.update(_new_window())
 
 
 # --- the driver side ---------------------------------------------------------------------
@@ -477,12 +511,7 @@ def train(
     Asking again for an ``output_dir`` that already holds a finished run returns its summary
     and trains nothing.
     """
-    import ray.train
-    from ray.data import ExecutionOptions
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     from actors.models import full_weights
-    from actors.placement import TRAINER_STRATEGY, trainer_worker_resources
 
     output_dir = Path(output_dir).resolve()
     done = output_dir / DONE_FILE
@@ -490,82 +519,17 @@ def train(
         return TrainSummary(**{**json.loads(done.read_text()), "skipped": True})
     model_path = full_weights(model_path)  # an unmerged adapter's round trains on the merge
     output_dir.mkdir(parents=True, exist_ok=True)
-    train_cfg = config.train
     examples = pq.ParquetFile(training_set).metadata.num_rows
     if examples == 0:
         raise ValueError(f"{training_set}: the training set is empty")
-    world = train_cfg.num_workers
-    per_step = train_cfg.micro_batch_size * train_cfg.gradient_accumulation_steps * world
-    steps = math.ceil(examples / per_step) * train_cfg.epochs
-    if train_cfg.max_steps > 0:
-        steps = min(steps, train_cfg.max_steps)
-    bf16 = train_cfg.use_gpu
+    steps = total_steps(config.train, examples)
     tokenizer_path = tokenizer_path or config.model.tokenizer or model_path
-    # No read tasks: the workers hold the CPUs the (sleeping) engines leave, and Ray Data's
-    # 1-CPU file-listing task would wait forever beside them. The examples table is small
-    # next to the model (text only); tokenisation still streams, in a zero-CPU actor.
-    table = pq.read_table(training_set)
-    blocks = [table.slice(i, 1024) for i in range(0, table.num_rows, 1024)]
-    dataset = ray.data.from_arrow(blocks).map_batches(
-        Tokenize,
-        fn_constructor_kwargs={
-            "tokenizer_path": tokenizer_path,
-            "max_len": config.model.max_seq_len,
-        },
-        batch_size=64,
-        compute=ray.data.ActorPoolStrategy(size=1),
-        num_cpus=0,
-    )
-    loop_config = {
-        "model": model_path,
-        "tokenizer": tokenizer_path,
-        "output_dir": str(output_dir),
-        "seed": config.run.seed,
-        "use_gpu": train_cfg.use_gpu,
-        "bf16": bf16,
-        "zero_stage": train_cfg.zero_stage,
-        "deepspeed": deepspeed_config(train_cfg, world, bf16),
-        "micro_batch_size": train_cfg.micro_batch_size,
-        "gradient_accumulation_steps": train_cfg.gradient_accumulation_steps,
-        "learning_rate": learning_rate or train_cfg.learning_rate,
-        "weight_decay": train_cfg.weight_decay,
-        "lr_schedule": train_cfg.lr_schedule.value,
-        "warmup_steps": int(steps * train_cfg.warmup_ratio),
-        "epochs": train_cfg.epochs,
-        "total_steps": steps,
-        "gradient_checkpointing": train_cfg.gradient_checkpointing,
-        "group_by_length": train_cfg.group_by_length,
-        "checkpoint_every_steps": train_cfg.checkpoint_every_steps,
-        "log_batch_ids_steps": train_cfg.log_batch_ids_steps,
-        "max_seq_len": config.model.max_seq_len,
-        "lora": asdict(train_cfg.lora),
-        "threads_per_worker": max(1, int(train_cfg.cpus_per_worker)),
-        "peak_flops": train_cfg.gpu_peak_tflops * 1e12 if train_cfg.use_gpu else 0.0,
-        "flops_per_token": _flops_per_token(model_path, config.model.max_seq_len),
-    }
-    trainer = TorchTrainer(
-        train_loop_per_worker=train_loop,
-        train_loop_config=loop_config,
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=world,
-            use_gpu=train_cfg.use_gpu,
-            resources_per_worker=trainer_worker_resources(config),
-            placement_strategy=TRAINER_STRATEGY,
-        ),
-        run_config=ray.train.RunConfig(
-            name="ray_train",
-            storage_path=str(output_dir),
-            failure_config=ray.train.FailureConfig(max_failures=train_cfg.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-        ),
-        datasets={"train": dataset},
-        dataset_config=ray.train.DataConfig(
-            execution_options=ExecutionOptions(preserve_order=True)
-        ),
-        torch_config=TorchConfig(backend="nccl" if train_cfg.use_gpu else "gloo"),
-    )
+    loop_config = _loop_config(config, model_path, tokenizer_path, output_dir, steps)
+    if learning_rate:
+        loop_config["learning_rate"] = learning_rate
+    dataset = _tokenized(training_set, tokenizer_path, config.model.max_seq_len)
     started = time.perf_counter()
-    result = trainer.fit()
+    result = _torch_trainer(config, loop_config, dataset, output_dir).fit()
     final = result.metrics or {}
     metrics_file = output_dir / "metrics.jsonl"
     losses = (
@@ -584,6 +548,101 @@ def train(
     )
     done.write_text(json.dumps(asdict(summary), indent=2))
     return summary
+
+
+def total_steps(train_cfg: Any, examples: int) -> int:
+    """Optimizer steps for ``examples`` over ``train.epochs`` (capped by ``train.max_steps``)."""
+    per_step = train_cfg.micro_batch_size * train_cfg.gradient_accumulation_steps
+    steps = math.ceil(examples / (per_step * train_cfg.num_workers)) * train_cfg.epochs
+    return min(steps, train_cfg.max_steps) if train_cfg.max_steps > 0 else steps
+
+
+def _tokenized(training_set: str | Path, tokenizer_path: str, max_len: int) -> Any:
+    """The examples as a Ray dataset, tokenised as it streams.
+
+    No read tasks: the workers hold the CPUs the (sleeping) engines leave, and Ray Data's
+    1-CPU file-listing task would wait forever beside them. The examples table is small next
+    to the model (text only); tokenisation still streams, in a zero-CPU actor.
+    """
+    import ray.data
+
+    table = pq.read_table(training_set)
+    blocks = [table.slice(i, 1024) for i in range(0, table.num_rows, 1024)]
+    return ray.data.from_arrow(blocks).map_batches(
+        Tokenize,
+        fn_constructor_kwargs={"tokenizer_path": tokenizer_path, "max_len": max_len},
+        batch_size=64,
+        compute=ray.data.ActorPoolStrategy(size=1),
+        num_cpus=0,
+    )
+
+
+def _loop_config(
+    config: SelfEvoConfig, model_path: str, tokenizer_path: str, output_dir: Path, steps: int
+) -> dict[str, Any]:
+    """What every worker's :func:`train_loop` is given (plain values: it travels to workers)."""
+    train_cfg = config.train
+    bf16 = train_cfg.use_gpu
+    return {
+        "model": model_path,
+        "tokenizer": tokenizer_path,
+        "output_dir": str(output_dir),
+        "seed": config.run.seed,
+        "use_gpu": train_cfg.use_gpu,
+        "bf16": bf16,
+        "zero_stage": train_cfg.zero_stage,
+        "deepspeed": deepspeed_config(train_cfg, train_cfg.num_workers, bf16),
+        "micro_batch_size": train_cfg.micro_batch_size,
+        "gradient_accumulation_steps": train_cfg.gradient_accumulation_steps,
+        "learning_rate": train_cfg.learning_rate,
+        "weight_decay": train_cfg.weight_decay,
+        "lr_schedule": train_cfg.lr_schedule.value,
+        "warmup_steps": int(steps * train_cfg.warmup_ratio),
+        "epochs": train_cfg.epochs,
+        "total_steps": steps,
+        "gradient_checkpointing": train_cfg.gradient_checkpointing,
+        "group_by_length": train_cfg.group_by_length,
+        "checkpoint_every_steps": train_cfg.checkpoint_every_steps,
+        "log_batch_ids_steps": train_cfg.log_batch_ids_steps,
+        "max_seq_len": config.model.max_seq_len,
+        "lora": asdict(train_cfg.lora),
+        "threads_per_worker": max(1, int(train_cfg.cpus_per_worker)),
+        "peak_flops": train_cfg.gpu_peak_tflops * 1e12 if train_cfg.use_gpu else 0.0,
+        "flops_per_token": _flops_per_token(model_path, config.model.max_seq_len),
+    }
+
+
+def _torch_trainer(
+    config: SelfEvoConfig, loop_config: dict[str, Any], dataset: Any, output_dir: Path
+) -> Any:
+    import ray.train
+    from ray.data import ExecutionOptions
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from actors.placement import TRAINER_STRATEGY, trainer_worker_resources
+
+    train_cfg = config.train
+    return TorchTrainer(
+        train_loop_per_worker=train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=train_cfg.num_workers,
+            use_gpu=train_cfg.use_gpu,
+            resources_per_worker=trainer_worker_resources(config),
+            placement_strategy=TRAINER_STRATEGY,
+        ),
+        run_config=ray.train.RunConfig(
+            name="ray_train",
+            storage_path=str(output_dir),
+            failure_config=ray.train.FailureConfig(max_failures=train_cfg.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+        datasets={"train": dataset},
+        dataset_config=ray.train.DataConfig(
+            execution_options=ExecutionOptions(preserve_order=True)
+        ),
+        torch_config=TorchConfig(backend="nccl" if train_cfg.use_gpu else "gloo"),
+    )
 
 
 def _iter_rows(path: Path, chunk: int):

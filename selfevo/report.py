@@ -152,22 +152,33 @@ def _markdown_table(summary: dict[str, Any]) -> str:
 
 
 def _plots(summary: dict[str, Any], run_dir: Path) -> list[tuple[str, str]]:
+    """The report's PNG plots, as (file name, title); filter plots only for evolved rounds."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rounds = summary["rounds"]
-    xs = [r["round"] for r in rounds]
+    evolved = [r for r in rounds if r["generated"]]
+    plots = [("accuracy.png", "Held-out accuracy per round (95% CI)", _plot_accuracy, rounds)]
+    if evolved:
+        plots += [
+            ("yield.png", "Data yield per round", _plot_yield, evolved),
+            ("filter.png", "Self-filter quality", _plot_filter, evolved),
+        ]
+    plots.append(("time.png", "Time per stage", _plot_time, rounds))
     made = []
-
-    def save(fig, name: str, title: str) -> None:
+    for name, title, draw, data in plots:
+        fig, ax = plt.subplots(figsize=(7, 4) if draw is _plot_time else (6, 4))
+        draw(ax, data)
         fig.tight_layout()
         fig.savefig(run_dir / name, dpi=100)
         plt.close(fig)
         made.append((name, title))
+    return made
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+
+def _plot_accuracy(ax: Any, rounds: list[dict[str, Any]]) -> None:
     for key, label in (("direct", "direct"), ("refine", "self-refine"), ("sc", "self-consistency")):
         points = [
             (r["round"], r[f"{key}_acc"], r[f"{key}_ci"])
@@ -177,67 +188,46 @@ def _plots(summary: dict[str, Any], run_dir: Path) -> list[tuple[str, str]]:
         if points:
             low = [p[1] - p[2][0] for p in points]
             high = [p[2][1] - p[1] for p in points]
-            ax.errorbar(
-                [p[0] for p in points],
-                [p[1] for p in points],
-                yerr=[low, high],
-                marker="o",
-                capsize=3,
-                label=label,
-            )
-    ax.set(xlabel="round", ylabel="held-out accuracy", xticks=xs, ylim=(0, 1))
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            ax.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, label=label)
+    ax.set(xlabel="round", ylabel="held-out accuracy", xticks=[r["round"] for r in rounds])
+    ax.set(ylim=(0, 1))
     ax.legend()
-    save(fig, "accuracy.png", "Held-out accuracy per round (95% CI)")
 
-    evolved = [r for r in rounds if r["generated"]]
-    if evolved:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.bar(
-            [r["round"] - 0.2 for r in evolved],
-            [r["generated"] for r in evolved],
-            0.4,
-            label="generated",
-        )
-        ax.bar(
-            [r["round"] + 0.2 for r in evolved],
-            [r["kept"] for r in evolved],
-            0.4,
-            label="kept by the self-filter",
-        )
-        ax.set(xlabel="round", ylabel="rows", xticks=[r["round"] for r in evolved])
-        ax.legend()
-        save(fig, "yield.png", "Data yield per round")
 
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for key, label in (
-            ("kept_acc", "kept answers"),
-            ("all_acc", "all answers"),
-            ("judge_precision", "judge precision"),
-            ("judge_recall", "judge recall"),
-        ):
-            ys = [r[key] for r in evolved]
-            if any(y is not None for y in ys):
-                ax.plot([r["round"] for r in evolved], ys, marker="o", label=label)
-        ax.set(
-            xlabel="round",
-            ylabel="accuracy against gold",
-            ylim=(0, 1.05),
-            xticks=[r["round"] for r in evolved],
-        )
-        ax.legend()
-        save(fig, "filter.png", "Self-filter quality")
+def _plot_yield(ax: Any, evolved: list[dict[str, Any]]) -> None:
+    xs = [r["round"] for r in evolved]
+    ax.bar([x - 0.2 for x in xs], [r["generated"] for r in evolved], 0.4, label="generated")
+    kept = [r["kept"] for r in evolved]
+    ax.bar([x + 0.2 for x in xs], kept, 0.4, label="kept by the self-filter")
+    ax.set(xlabel="round", ylabel="rows", xticks=xs)
+    ax.legend()
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+
+def _plot_filter(ax: Any, evolved: list[dict[str, Any]]) -> None:
+    xs = [r["round"] for r in evolved]
+    for key, label in (
+        ("kept_acc", "kept answers"),
+        ("all_acc", "all answers"),
+        ("judge_precision", "judge precision"),
+        ("judge_recall", "judge recall"),
+    ):
+        ys = [r[key] for r in evolved]
+        if any(y is not None for y in ys):
+            ax.plot(xs, ys, marker="o", label=label)
+    ax.set(xlabel="round", ylabel="accuracy against gold", ylim=(0, 1.05), xticks=xs)
+    ax.legend()
+
+
+def _plot_time(ax: Any, rounds: list[dict[str, Any]]) -> None:
+    xs = [r["round"] for r in rounds]
     bottom = [0.0] * len(rounds)
-    stages = sorted({name for r in rounds for name in r["seconds"]})
-    for stage in stages:
+    for stage in sorted({name for r in rounds for name in r["seconds"]}):
         values = [r["seconds"].get(stage) or 0.0 for r in rounds]
         ax.bar(xs, values, bottom=bottom, label=stage)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.set(xlabel="round", ylabel="seconds", xticks=xs)
     ax.legend(fontsize=7)
-    save(fig, "time.png", "Time per stage")
-    return made
 
 
 def write_report(run_dir: str | Path) -> dict[str, Any]:
