@@ -104,13 +104,13 @@ class RunConfig:
     name: str = "demo"
     output_dir: str = "runs"
     seed: int = 0
-    log_level: str = "INFO"
 
 
 @dataclass
 class ModelConfig:
-    # A hub name (``meta-llama/Llama-3.1-8B-Instruct``) or a local directory.
-    name_or_path: str = "builtin:tiny-char-llama"
+    # A hub name (``meta-llama/Llama-3.1-8B-Instruct``), a local directory, or
+    # builtin:arithmetic-seed (the demo world's shipped seed model).
+    name_or_path: str = "builtin:arithmetic-seed"
     tokenizer: str | None = None
     dtype: DType = DType.auto
     trust_remote_code: bool = False

@@ -32,7 +32,6 @@ MANIFEST_FILE = "manifest.json"
 # Settings that change where or how fast a run goes, not what it computes.
 _NOT_HASHED = {
     ("run", "output_dir"),
-    ("run", "log_level"),
     ("cluster", "address"),
     ("cluster", "num_cpus"),
 }

@@ -169,3 +169,31 @@ def test_refine_answer_choices_are_the_stage_policies():
     from selfevo.stages import REFINE_ANSWERS
 
     assert [policy.value for policy in RefineAnswer] == list(REFINE_ANSWERS)
+
+
+def test_every_config_key_is_read_somewhere():
+    """A key nothing reads is a promise the code does not keep (``run.log_level`` was one)."""
+    import re
+
+    from selfevo.config import PROJECT_ROOT, all_keys
+
+    sources = [
+        path.read_text()
+        for folder in ("selfevo", "actors", "launch")
+        for path in (PROJECT_ROOT / folder).rglob("*.py")
+        if path.name != "config.py"
+    ]
+    unread = []
+    for key in all_keys():
+        leaf = re.escape(key.rsplit(".", 1)[-1])
+        use = re.compile(rf"\.{leaf}\b|[\"']{leaf}[\"']|\b{leaf}=")
+        if not any(use.search(text) for text in sources):
+            unread.append(key)
+    assert not unread
+
+
+def test_the_schema_default_model_is_one_the_resolver_knows():
+    from actors.models import SEED_DIR, resolve_model
+    from selfevo.config import SelfEvoConfig
+
+    assert resolve_model(SelfEvoConfig().model.name_or_path) == str(SEED_DIR)
