@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from actors.evaluate import evaluate, refine
-from actors.models import full_weights, resolve_model
+from actors.models import full_weights
 from actors.pipeline import run_pipeline
 from actors.pool import EnginePool
 from actors.runtime import init_ray
@@ -19,6 +19,7 @@ from selfevo.generation import GenerationParams
 from selfevo.readers import read_prompts
 from selfevo.records import table_to_records
 from selfevo.stages import expand_samples, self_chain
+from selfevo.tasks import resolve_model
 
 
 def export_records(parquet_path: Path, output: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.evaluate import evaluate, generation_params
-from actors.models import adapter_checkpoint, full_weights, resolve_model
+from actors.models import adapter_checkpoint, full_weights
 from actors.pipeline import run_pipeline
 from actors.pool import EnginePool
 from actors.trainer import train, write_examples
@@ -30,6 +30,7 @@ from selfevo.oracle import oracle_label
 from selfevo.recipes import Recipe, StepResult
 from selfevo.records import Record, read_records, write_records
 from selfevo.stages import FEEDBACK, REFINE, Stage, self_chain
+from selfevo.tasks import resolve_model
 from selfevo.training import TrainExample
 
 # Training metrics the manifest does not keep (paths are outputs; wall time is the step's).

@@ -171,24 +171,6 @@ def full_weights(path: str | Path) -> str:
     return str(merged)
 
 
-# The demo world's shipped seed model (``selfevo demo seed`` rebuilds it).
-SEED_DIR = Path(__file__).resolve().parent / "assets" / "arithmetic-seed"
-
-
-def resolve_model(name_or_path: str) -> str:
-    """``builtin:arithmetic-seed`` is the demo world's shipped seed; anything else is as given."""
-    if name_or_path == "builtin:arithmetic-seed":
-        if not (SEED_DIR / "model.safetensors").is_file():
-            raise FileNotFoundError(
-                f"the demo seed model is missing from {SEED_DIR}; rebuild it with "
-                f"`selfevo demo seed --output {SEED_DIR}`"
-            )
-        return str(SEED_DIR)
-    if name_or_path.startswith("builtin:"):
-        raise ValueError(f"unknown builtin model {name_or_path!r}; known: builtin:arithmetic-seed")
-    return name_or_path
-
-
 def check_model_source(name_or_path: str, trust_remote_code: bool = False) -> None:
     """Refuse, in the caller's process, a model that is neither a local checkpoint nor a hub id
     whose config loads (from the local cache, or the hub when online).

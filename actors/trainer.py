@@ -37,7 +37,7 @@ from selfevo.training import TrainExample, deepspeed_config, learning_rate_at
 
 IGNORE = -100
 DONE_FILE = "train_summary.json"
-PROBE_TEXT = "### Request:\nWhat is 12 + 34?\n\n### Response:\n12 + 34 = 46"
+PROBE_TEXT = "### Request:\nSay hello.\n\n### Response:\nHello, world."
 LOGIT_TOLERANCE = 1e-4
 _EXAMPLE_SCHEMA = pa.schema(
     [

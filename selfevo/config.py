@@ -22,6 +22,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from selfevo.tasks import TASKS, task_named
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = PROJECT_ROOT / "conf"
 DEFAULT_CONFIG = "demo"
@@ -530,10 +532,14 @@ def _validate_recipe(config: SelfEvoConfig) -> None:
                 "learning always runs",
                 "recipe.skills_warmup",
             )
-        if recipe.task != "arithmetic" or recipe.labeler.kind is not LabelerKind.oracle:
+        writers = sorted(name for name, task in TASKS.items() if task.writes_warmups)
+        if (
+            not task_named(recipe.task).writes_warmups
+            or recipe.labeler.kind is not LabelerKind.oracle
+        ):
             raise ConfigError(
-                "recipe.skills_warmup writes its examples with the demo world's oracle: it "
-                "needs recipe.task=arithmetic and recipe.labeler.kind=oracle",
+                "recipe.skills_warmup writes its examples with a task's oracle: it needs "
+                f"recipe.task in {writers} and recipe.labeler.kind=oracle",
                 "recipe.skills_warmup",
             )
 

@@ -1,8 +1,8 @@
 """Where a run's prompts come from: the meta-skill set, each round's pool slice, the eval set.
 
-A source is a prompt file (any format :mod:`selfevo.readers` knows) or a ``builtin:`` name
-of the demo world: ``builtin:arithmetic`` (the unlabeled pool; its ``meta`` split feeds
-meta-skill learning) and ``builtin:arithmetic-heldout`` (the evaluation problems).
+A source is a prompt file (any format :mod:`selfevo.readers` knows) or a ``builtin:`` data
+set a task registered (:mod:`selfevo.tasks`): a prompt pool (its ``meta`` split feeds
+meta-skill learning, its ``seed`` split I-SHEEP's seed tasks) or a held-out set.
 
 Round ``r`` (1-based) takes prompts ``[(r-1)*k, r*k)`` of the pool, ``k`` =
 ``data.prompts_per_round``: a fresh slice each round. When the pool is a file and no
@@ -13,22 +13,33 @@ them until the pool runs out, which :func:`pool_slice` refuses.
 
 from __future__ import annotations
 
-from selfevo import arithmetic
 from selfevo.readers import read_prompts
 from selfevo.records import Record
-
-BUILTIN_POOL = "builtin:arithmetic"
-BUILTIN_HELDOUT = "builtin:arithmetic-heldout"
-BUILTINS = (BUILTIN_POOL, BUILTIN_HELDOUT)
+from selfevo.tasks import BuiltinData, builtin_data, task_named
 
 
 class SourceError(ValueError):
     pass
 
 
-def _check_builtin(source: str) -> None:
-    if source.startswith("builtin:") and source not in BUILTINS:
-        raise SourceError(f"unknown builtin data set {source!r}; known: {', '.join(BUILTINS)}")
+def _is_builtin(source: str) -> bool:
+    return source.startswith("builtin:")
+
+
+def _entry(source: str, heldout: bool = False) -> BuiltinData:
+    """The registered data set ``source``; a pool where one is wanted, a held-out set else."""
+    try:
+        data = builtin_data(source)
+    except ValueError as exc:
+        raise SourceError(str(exc)) from None
+    if data.heldout != heldout:
+        wanted = "a held-out set" if heldout else "a prompt pool"
+        raise SourceError(f"{source} is not {wanted}")
+    return data
+
+
+def _builtin(source: str, split: str, count: int, seed: int, start: int = 0) -> list[Record]:
+    return _entry(source, heldout=split == "heldout").make(split, count, seed, start)
 
 
 def _read(path: str, fmt: str, task: str) -> list[Record]:
@@ -38,21 +49,15 @@ def _read(path: str, fmt: str, task: str) -> list[Record]:
     return records
 
 
-def _builtin(split: str, count: int, seed: int, start: int = 0) -> list[Record]:
-    return [p.to_record() for p in arithmetic.make_problems(split, count, seed, start)]
-
-
 def meta_prompts(config) -> list[Record]:
     """The prompts the labeler's meta-skill corpus is written for."""
     data, task, seed = config.data, config.recipe.task, config.run.seed
     if data.meta_train:
-        _check_builtin(data.meta_train)
-        if data.meta_train.startswith("builtin:"):
-            return _builtin("meta", data.meta_examples, seed)
+        if _is_builtin(data.meta_train):
+            return _builtin(data.meta_train, "meta", data.meta_examples, seed)
         return _read(data.meta_train, "auto", task)[: data.meta_examples]
-    _check_builtin(data.prompt_pool)
-    if data.prompt_pool.startswith("builtin:"):
-        return _builtin("meta", data.meta_examples, seed)
+    if _is_builtin(data.prompt_pool):
+        return _builtin(data.prompt_pool, "meta", data.meta_examples, seed)
     pool = _read(data.prompt_pool, data.format.value, task)
     return pool[-data.meta_examples :]
 
@@ -62,9 +67,8 @@ def pool_slice(config, round_index: int) -> list[Record]:
     data, task, seed = config.data, config.recipe.task, config.run.seed
     per_round = data.prompts_per_round
     start = (round_index - 1) * per_round
-    _check_builtin(data.prompt_pool)
-    if data.prompt_pool.startswith("builtin:"):
-        records = _builtin("pool", per_round, seed, start)
+    if _is_builtin(data.prompt_pool):
+        records = _builtin(data.prompt_pool, "pool", per_round, seed, start)
     else:
         pool = _read(data.prompt_pool, data.format.value, task)
         usable = len(pool) if data.meta_train else len(pool) - data.meta_examples
@@ -83,13 +87,8 @@ def pool_slice(config, round_index: int) -> list[Record]:
 def eval_problems(config) -> list[Record]:
     """The held-out evaluation set (the first ``eval.num_problems`` of it)."""
     source, count = config.eval.dataset, config.eval.num_problems
-    _check_builtin(source)
-    if source == BUILTIN_HELDOUT:
-        return _builtin("heldout", count, 0)
-    if source == BUILTIN_POOL:
-        raise SourceError(
-            "eval.dataset cannot be the training pool; use builtin:arithmetic-heldout"
-        )
+    if _is_builtin(source):
+        return _builtin(source, "heldout", count, 0)
     records = _read(source, config.eval.format.value, config.recipe.task)[:count]
     missing = [r.id for r in records if r.gold is None]
     if missing:
@@ -100,20 +99,18 @@ def eval_problems(config) -> list[Record]:
 def seed_tasks(config) -> list[tuple[str, str]]:
     """(id, text) of I-SHEEP's seed tasks: the first ``data.seed_task_count`` of the source."""
     source, count = config.data.seed_tasks, config.data.seed_task_count
-    if source == BUILTIN_POOL:
-        problems = arithmetic.make_problems("seed", count, seed=config.run.seed)
-        return [(p.id, p.question) for p in problems]
-    _check_builtin(source)
-    if source.startswith("builtin:"):
-        raise SourceError(f"unknown builtin seed tasks {source!r}; known: {BUILTIN_POOL}")
+    if _is_builtin(source):
+        records = _builtin(source, "seed", count, config.run.seed)
+        return [(r.prompt_id, r.prompt) for r in records]
     records = read_prompts(source, "auto", task=config.recipe.task).raise_if_bad().records
     return [(r.prompt_id, r.question_text()) for r in records[:count]]
 
 
 def synthesized_prompt(text: str, prompt_id: str, task: str, round_index: int) -> Record:
-    """A prompt the model wrote, as a record of ``task`` (the demo world reads its gold)."""
-    if task == arithmetic.TASK:
-        record = arithmetic.problem_record(text, prompt_id)
+    """A prompt the model wrote, as a record of ``task`` (a registered task may read its gold)."""
+    make = task_named(task).prompt_record
+    if make is not None:
+        record = make(text, prompt_id)
     else:
         record = Record(id=prompt_id, prompt_id=prompt_id, prompt=text, task=task)
         record.source = "synthesized"

@@ -20,7 +20,6 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from selfevo import arithmetic
 from selfevo.evaluation import is_correct
 from selfevo.instructions import (
     Candidate,
@@ -31,6 +30,7 @@ from selfevo.instructions import (
 )
 from selfevo.records import PENDING, Message, Record, Reject
 from selfevo.stages import assess_prompt
+from selfevo.tasks import task_named
 from selfevo.training import TrainExample, own_answer_replay
 
 QUALITY, FOLLOWING = "quality", "following"
@@ -188,11 +188,14 @@ def warmup_examples(
                 "warmup_synthesize",
             )
         )
-        known = arithmetic.operands(record)
-        if known is None or record.response is None:
+        written = (
+            task_named(record.task).assessment(record, record.response)
+            if record.response is not None
+            else None
+        )
+        if written is None:
             continue
-        quality, following = arithmetic.assessment(*known, record.response)
-        texts = {QUALITY: quality, FOLLOWING: following}
+        texts = {QUALITY: written[0], FOLLOWING: written[1]}
         for aspect, text in texts.items():
             examples.append(
                 TrainExample(

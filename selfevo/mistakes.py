@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from selfevo import arithmetic
 from selfevo.evaluation import is_correct
 from selfevo.parsers import extract_answer, format_number
 from selfevo.records import CORRECT, INCORRECT, KEPT, PENDING, Record, Reject
 from selfevo.stages import KIND, MISTAKE, analysis_prompt, is_mistake_row
+from selfevo.tasks import task_named
 from selfevo.templates import answer_messages, build_messages
 from selfevo.training import TrainExample, own_answer_replay
 
@@ -116,10 +116,10 @@ def warmup_examples(labeled: list[Record], template_set: str = "default"):
     solution and, where the model erred itself, on its own wrong answer."""
     out = []
     for record in labeled:
-        known = arithmetic.operands(record)
-        if known is None:
+        task = task_named(record.task)
+        flawed = task.flawed_solution(record)
+        if flawed is None:
             continue
-        flawed = arithmetic.flawed_solution(*known)
         induce = build_messages(
             "mistake_induce", task=record.task, template_set=template_set, question=record.prompt
         )
@@ -130,15 +130,15 @@ def warmup_examples(labeled: list[Record], template_set: str = "default"):
         if record.response and record.judgement == INCORRECT:
             wrong.append(record.response)
         for k, response in enumerate(wrong):
-            check = arithmetic.critique(*known, response)
-            if check.judgement != INCORRECT:
+            judgement, feedback = task.oracle_critique(record, response)
+            if judgement != INCORRECT:
                 continue
             prompt = analysis_prompt(record, response, guided=True, template_set=template_set)
             out.append(
                 TrainExample(
                     f"{record.prompt_id}:analyze{k}",
                     tuple(prompt),
-                    check.feedback,
+                    feedback,
                     "warmup_analyze",
                 )
             )

@@ -1,18 +1,18 @@
 """The oracle labeler for verifiable tasks: feedback, judgement and refinement from the gold.
 
 SELF's meta-skill corpus is written by a stronger labeler (GPT-4 in the paper). For tasks with
-a gold answer a rule can do it. The demo world's records carry their operands, and get the
-worked-solution critique of :func:`selfevo.arithmetic.critique`; any other record with a gold
-answer gets an answer-level check ("the final answer N is right / should be M") and, as its
-refinement, the gold solution when the data has one (GSM8K does), else ``The answer is M.``
-A record without a gold answer is rejected with ``labeler_error``: an oracle cannot judge it.
+a gold answer a rule can do it. A registered task may write its own critique (the demo
+world's is a worked solution, :mod:`selfevo.tasks`); any other record with a gold answer gets
+an answer-level check ("the final answer N is right / should be M") and, as its refinement,
+the gold solution when the data has one (GSM8K does), else ``The answer is M.`` A record
+without a gold answer is rejected with ``labeler_error``: an oracle cannot judge it.
 """
 
 from __future__ import annotations
 
-from selfevo import arithmetic
 from selfevo.parsers import answers_match, extract_answer, format_number, parse_number
 from selfevo.records import CORRECT, INCORRECT, Record, Reject
+from selfevo.tasks import task_named
 
 
 def _answer_check(record: Record, response: str) -> tuple[str, str]:
@@ -41,12 +41,8 @@ def oracle_label(record: Record) -> Record:
     if record.gold is None:
         return record.reject(Reject.LABELER_ERROR, "the oracle needs a gold answer")
     response = record.response or ""
-    known = arithmetic.operands(record)
-    if known is not None:
-        check = arithmetic.critique(*known, response)
-        record.judgement, record.feedback = check.judgement, check.feedback
-    else:
-        record.judgement, record.feedback = _answer_check(record, response)
+    critique = task_named(record.task).oracle_critique(record, response)
+    record.judgement, record.feedback = critique or _answer_check(record, response)
     if record.judgement == INCORRECT:
         record.refined_response = gold_solution(record)
     return record.keep(record.refined_response or response)

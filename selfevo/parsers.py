@@ -173,6 +173,12 @@ def extract_answer(text: str | None) -> Answer:
     return Answer(None, None, "no number in the output")
 
 
+def given_answer(response: str | None) -> str:
+    """A response's final answer as a critic is shown it (``none`` when it has none)."""
+    value = extract_answer(response or "").value
+    return format_number(value) if value is not None else "none"
+
+
 # Decimal answers ("2.5", "1/3" written as "0.3333") match within this absolute tolerance.
 DECIMAL_TOLERANCE = 1e-4
 

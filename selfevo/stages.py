@@ -27,10 +27,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
 
-from selfevo.arithmetic import given_answer, response_equation
 from selfevo.generation import LENGTH, Completion
-from selfevo.parsers import parse_judgement, parse_score, rederived_judgement
+from selfevo.parsers import given_answer, parse_judgement, parse_score, rederived_judgement
 from selfevo.records import CORRECT, INCORRECT, PENDING, Message, Record, Reject
+from selfevo.tasks import task_named
 from selfevo.templates import answer_messages, build_messages
 
 GENERATE, FEEDBACK, REFINE, REJUDGE, FILTER = "generate", "feedback", "refine", "rejudge", "filter"
@@ -247,7 +247,7 @@ def assess_prompt(record: Record, aspect: str, template_set: str = "default") ->
         question=record.question_text(),
         response=response,
         answer=given_answer(response),
-        equation=response_equation(response),
+        **task_named(record.task).prompt_fields(record, response),
     )
 
 

@@ -55,20 +55,6 @@ DEFAULT_TEMPLATES: dict[str, str] = {
         "Write a corrected solution, one step at a time, fixing what the review found. "
         "Finish with a last line of the form: The answer is N."
     ),
-    # The demo world's char model learns these short forms from its meta-skill data.
-    "answer_arithmetic": "{question}",
-    # ({answer} is the response's final answer; see selfevo.arithmetic for why not all of it.)
-    "feedback_arithmetic": "{question}\nCheck: {answer}",
-    # The question comes last, next to where the refinement starts: the char model learned to
-    # read operands a few dozen characters back, and misread them from the far end of a
-    # critique (refinements copied "778+738" as "767+786").
-    "refine_arithmetic": "Fix: {answer}\n{feedback}\n{question}",
-    "assess_quality_arithmetic": "{question}\nRate: {answer}",
-    "assess_following_arithmetic": "{question}\nForm: {equation}",
-    "synthesize_arithmetic": "New problems:\n{examples}",
-    "mistake_induce_arithmetic": "{question}\nMistake:",
-    "mistake_analyze_guided_arithmetic": "{question}\nFlawed: {answer}",
-    "mistake_analyze_arithmetic": "{question}\nCheck: {answer}",
     "assess_quality": (
         "Rate the quality of a response to an instruction.\n\n"
         "Instruction:\n{question}\n\nResponse:\n{response}\n\n"
@@ -101,6 +87,14 @@ DEFAULT_TEMPLATES: dict[str, str] = {
 }
 
 TEMPLATE_SETS: dict[str, dict[str, str]] = {"default": DEFAULT_TEMPLATES}
+# Templates a registered task brings for its records (selfevo.tasks registers them), by task.
+TASK_TEMPLATES: dict[str, dict[str, str]] = {}
+
+
+def register_task_templates(task: str, templates: dict[str, str]) -> None:
+    """Templates for records of ``task``: they win over every template set's own."""
+    TASK_TEMPLATES[task] = dict(templates)
+
 
 # Plain-text layout for models without a chat template (base models, the demo's char model).
 PLAIN_ROLE_HEADERS = {"system": "", "user": "### Request:\n", "assistant": "### Response:\n"}
@@ -123,9 +117,12 @@ def template_fields(name: str, template_set: str = "default") -> set[str]:
 
 
 def get_template(name: str, template_set: str = "default", task: str | None = None) -> str:
-    """The template ``name``, or its task-specific variant ``name_task`` when one exists."""
+    """The template ``name``: a registered task's own, else the set's task-specific variant
+    ``name_task`` when one exists (``feedback_math``), else the set's ``name``."""
     if template_set not in TEMPLATE_SETS:
         raise KeyError(f"unknown template set {template_set!r}; known: {sorted(TEMPLATE_SETS)}")
+    if name in TASK_TEMPLATES.get(task or "", {}):
+        return TASK_TEMPLATES[task][name]
     templates = TEMPLATE_SETS[template_set]
     if task and f"{name}_{task}" in templates:
         return templates[f"{name}_{task}"]

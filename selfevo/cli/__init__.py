@@ -4,7 +4,7 @@
 - :mod:`~selfevo.cli.models`: ``generate``, ``refine``, ``eval``, ``judge``, ``train``
 - :mod:`~selfevo.cli.data`: ``data check``, ``score``
 - :mod:`~selfevo.cli.bench`: ``bench generate``, ``bench train``
-- :mod:`~selfevo.cli.demo`: ``demo seed``
+- tasks' own groups (:data:`selfevo.tasks.COMMAND_GROUPS`): ``demo seed``
 
 Every command that takes a config takes it the same way: ``[CONFIG] [key=value ...]``.
 Exit codes: 0 success, 1 the input has problems (bad rows), 2 bad usage or config. Heavy
@@ -15,14 +15,16 @@ and the pure commands start fast.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from selfevo import __version__
-from selfevo.cli import bench, data, demo, models, run
+from selfevo.cli import bench, data, models, run
 from selfevo.config import ConfigError
 from selfevo.readers import DataError
+from selfevo.tasks import COMMAND_GROUPS
 
-GROUPS = (run, models, data, bench, demo)
+GROUPS = (run, models, data, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for group in GROUPS:
         group.register(commands)
+    for name in COMMAND_GROUPS:  # what tasks add (the demo world's ``demo`` group)
+        importlib.import_module(name).register(commands)
     return parser
 
 

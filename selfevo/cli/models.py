@@ -166,9 +166,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     with stderr_for_libraries():
         from dataclasses import asdict
 
-        from actors.models import resolve_model
         from actors.runtime import init_ray
         from actors.trainer import convert_training_file, train
+        from selfevo.tasks import resolve_model
 
         output = Path(config.run.output_dir) / config.run.name / "train"
         training_set = output / "training_set.parquet"

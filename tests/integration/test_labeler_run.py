@@ -17,8 +17,9 @@ import pytest
 from http_stub import chat_reply, reply_json, start
 
 from actors.coordinator import run_recipe
-from selfevo.arithmetic import critique, make_problems
 from selfevo.config import load_config
+from selfevo.demo_world.oracle import critique
+from selfevo.demo_world.problems import make_problems
 from selfevo.records import REJECTED, table_to_records
 
 SECRET = "sk-run-test-9876543210"

@@ -2,9 +2,9 @@
 
 import json
 
-from actors.models import SEED_DIR
-from selfevo.arithmetic import make_problems
 from selfevo.cli import main
+from selfevo.demo_world import SEED_CHECKPOINT as SEED_DIR
+from selfevo.demo_world.problems import make_problems
 
 
 def test_eval_reports_direct_refine_and_sc_with_intervals(ray_cluster, tmp_path, capsys):

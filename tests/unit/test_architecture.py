@@ -80,3 +80,16 @@ def test_no_function_is_longer_than_60_lines():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines})")
     assert not long, "\n".join(long)
+
+
+def test_only_the_task_registry_imports_the_demo_world():
+    """General code asks selfevo.tasks; the demo world is one registered task among others."""
+    modules = _modules()
+    world = "selfevo.demo_world"
+    importers = {
+        name
+        for name, path in modules.items()
+        if not (name == world or name.startswith(world + "."))
+        and any(t == world or t.startswith(world + ".") for t in _imports(path, name, modules))
+    }
+    assert importers == {"selfevo.tasks"}

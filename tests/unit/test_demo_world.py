@@ -2,16 +2,12 @@
 
 import pytest
 
-from selfevo import arithmetic
-from selfevo.arithmetic import (
-    critique,
-    given_answer,
-    make_problems,
-    solution_lines,
-    solution_text,
-)
+from selfevo.demo_world import oracle
+from selfevo.demo_world.oracle import critique
+from selfevo.demo_world.problems import make_problems, solution_lines, solution_text
 from selfevo.evaluation import is_correct
 from selfevo.oracle import oracle_label
+from selfevo.parsers import given_answer
 from selfevo.records import CORRECT, INCORRECT, KEPT, REJECTED, Record
 
 
@@ -72,7 +68,7 @@ def test_oracle_labels_demo_records_with_a_worked_critique():
     assert record.judgement == INCORRECT and record.status == KEPT
     assert record.refined_response == problem.solution()
     assert record.feedback.startswith(problem.solution())
-    assert arithmetic.operands(record) == (problem.a, problem.b, problem.op)
+    assert oracle.operands(record) == (problem.a, problem.b, problem.op)
 
 
 def test_oracle_checks_answers_of_other_tasks_and_refuses_without_gold():

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from selfevo import arithmetic, isheep
+from selfevo import isheep
+from selfevo.demo_world import problems as world_problems
 from selfevo.generation import LENGTH, STOP, Completion
 from selfevo.records import KEPT, PENDING, REJECTED, Record
 from selfevo.stages import ASSESS_FOLLOWING, ASSESS_QUALITY, STAGES
 
-SEEDS = [p.question for p in arithmetic.make_problems("seed", 8)]
+SEEDS = [p.question for p in world_problems.make_problems("seed", 8)]
 
 
 def _rows(responses: list[str | None], truncated: tuple[int, ...] = ()) -> list[Record]:
@@ -59,7 +60,7 @@ def test_accepted_instructions_become_prompts_and_every_candidate_has_a_verdict(
         threshold=0.85,
         min_words=3,
         max_words=40,
-        make_prompt=lambda cid, text: arithmetic.problem_record(text, cid),
+        make_prompt=lambda cid, text: world_problems.problem_record(text, cid),
     )
     reasons = {d.id: (d.reason or "accepted").split(":")[0] for d in result.decisions}
     assert reasons == {
@@ -121,7 +122,7 @@ def test_assessment_stages_score_or_reject_with_a_reason(stage, text, finish, sc
 
 
 def test_warmup_teaches_synthesis_and_both_scores_from_the_oracle():
-    problems = arithmetic.make_problems("meta", 3)
+    problems = world_problems.make_problems("meta", 3)
     labeled = []
     for p, response in zip(
         problems, [p.solution() for p in problems[:2]] + ["1+1\nThe answer is 2."], strict=True

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from selfevo import arithmetic, mistakes
+from selfevo import mistakes
+from selfevo.demo_world import oracle
+from selfevo.demo_world import problems as world_problems
 from selfevo.evaluation import is_correct
 from selfevo.generation import STOP, Completion
 from selfevo.records import KEPT, REJECTED
@@ -16,21 +18,21 @@ CASES = [(347, 285, "+"), (742, 351, "-"), (123, 456, "+"), (500, 123, "-"), (99
 
 @pytest.mark.parametrize(("a", "b", "op"), CASES)
 def test_flawed_solutions_keep_the_format_and_get_the_answer_wrong(a, b, op):
-    flawed = arithmetic.flawed_solution(a, b, op)
-    record = arithmetic.make_problems("pool", 1)[0].to_record()
+    flawed = oracle.flawed_solution(a, b, op)
+    record = world_problems.make_problems("pool", 1)[0].to_record()
     record.gold = str(a + b if op == "+" else a - b)
     assert flawed.splitlines()[0] == f"{a}{op}{b}" and len(flawed.splitlines()) == 5
     assert flawed.endswith(".") and not is_correct(record, flawed)
-    assert arithmetic.critique(a, b, op, flawed).judgement == "incorrect"
+    assert oracle.critique(a, b, op, flawed).judgement == "incorrect"
 
 
 def test_parse_problem_reads_back_every_template_and_nothing_else():
-    for problem in arithmetic.make_problems("pool", 60):
-        assert arithmetic.parse_problem(problem.question) == (problem.a, problem.b, problem.op)
-    assert arithmetic.parse_problem("Mia has many stamps. How many now?") is None
-    made = arithmetic.problem_record("Zoe has 12 pens and gets 30 more. How many now?", "z")
+    for problem in world_problems.make_problems("pool", 60):
+        assert world_problems.parse_problem(problem.question) == (problem.a, problem.b, problem.op)
+    assert world_problems.parse_problem("Mia has many stamps. How many now?") is None
+    made = world_problems.problem_record("Zoe has 12 pens and gets 30 more. How many now?", "z")
     assert made.gold == "42" and made.meta["op"] == "+"
-    assert arithmetic.problem_record("Write a poem", "w").gold is None
+    assert world_problems.problem_record("Write a poem", "w").gold is None
 
 
 def _stage(record, name, text):
@@ -43,7 +45,7 @@ def _stage(record, name, text):
 
 
 def _round(own: str, induced: str, analysis: str):
-    problem = arithmetic.make_problems("pool", 1)[0]
+    problem = world_problems.make_problems("pool", 1)[0]
     rows = mistakes.round_rows([problem.to_record()], 1)
     good, mistake = rows
     # Each stage picks only its own kind of row.
@@ -81,7 +83,7 @@ def test_an_analysis_that_calls_the_mistake_correct_is_dropped():
 
 
 def test_round_quality_measures_induction_against_gold():
-    problem = arithmetic.make_problems("pool", 1)[0]
+    problem = world_problems.make_problems("pool", 1)[0]
     _, rows = _round(problem.solution(), "The answer is 1.", "Judgement: incorrect")
     quality = mistakes.round_quality(rows)
     assert quality["all_acc"] == 1.0 and quality["induced_wrong"] == 1.0
@@ -89,7 +91,7 @@ def test_round_quality_measures_induction_against_gold():
 
 
 def test_warmup_has_induction_and_guided_analysis_of_flawed_and_own_wrong_answers():
-    problems = arithmetic.make_problems("meta", 2)
+    problems = world_problems.make_problems("meta", 2)
     labeled = []
     for p, (response, judgement) in zip(
         problems, [(problems[0].solution(), "correct"), ("The answer is 3.", "incorrect")],

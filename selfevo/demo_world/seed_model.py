@@ -2,7 +2,7 @@
 
 It stands in for the pretrained base model a SELF run starts from, so it is trained outside
 the method: a plain PyTorch loop on gold question/solution pairs (the ``seed`` split), with
-no feedback or refinement data. The project ships the result under ``actors/assets/`` so that
+no feedback or refinement data. The project ships the result in ``seed_checkpoint/`` so that
 ``selfevo run`` does not spend its ten minutes on pretraining;
 ``selfevo demo seed --output DIR`` reproduces it (same seed, same steps, same numbers on the
 same torch build).
@@ -23,41 +23,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from actors.models import (
-    QA_TEMPLATE,
-    build_tiny_llama,
-    encode_prompt,
-    load_tokenizer,
-)
-from selfevo.arithmetic import make_problems
-from selfevo.templates import answer_messages, render_training_example
+from selfevo.demo_world.problems import make_problems
 
 SEED_SHAPE = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 256}
 
 
 def _encode(tokenizer: Any, problems: list) -> list[tuple[list[int], list[int]]]:
-    examples = []
-    for problem in problems:
-        prompt, target = render_training_example(
-            answer_messages(problem.to_record()), problem.solution(), tokenizer
-        )
-        prompt_ids = encode_prompt(tokenizer, prompt)
-        target_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
-        examples.append((prompt_ids + target_ids, [-100] * len(prompt_ids) + target_ids))
-    return examples
+    """(input ids, labels) of each problem's gold solution, as the trainer tokenises them."""
+    from actors.trainer import tokenize_example
+    from selfevo.templates import answer_messages
 
-
-def _batch(rows: list[tuple[list[int], list[int]]], pad: int) -> dict[str, torch.Tensor]:
-    width = max(len(ids) for ids, _ in rows)
-    return {
-        "input_ids": torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows]),
-        "attention_mask": torch.tensor(
-            [[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows]
-        ),
-        "labels": torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows]),
-    }
+    rows = [
+        tokenize_example(tokenizer, answer_messages(p.to_record()), p.solution(), 10**6)
+        for p in problems
+    ]
+    return [(row["input_ids"], row["labels"]) for row in rows]
 
 
 def heldout_accuracy(model_dir: str | Path, count: int = 300, num_threads: int = 2) -> float:
@@ -65,6 +45,7 @@ def heldout_accuracy(model_dir: str | Path, count: int = 300, num_threads: int =
     from actors.engine_hf import HFEngine
     from selfevo.evaluation import is_correct
     from selfevo.generation import GenerationParams
+    from selfevo.templates import answer_messages
 
     engine = HFEngine(str(model_dir), num_threads=num_threads)
     records = [p.to_record() for p in make_problems("heldout", count)]
@@ -77,6 +58,8 @@ def heldout_accuracy(model_dir: str | Path, count: int = 300, num_threads: int =
 
 
 def _step(model: Any, optimizer: Any, batch: dict[str, Any]) -> float:
+    import torch
+
     loss = model(**batch).loss
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -90,6 +73,18 @@ def _save_and_evaluate(model: Any, output: Path, num_threads: int) -> float:
     accuracy = heldout_accuracy(output, num_threads=num_threads)
     model.train()
     return accuracy
+
+
+def _fresh_model(output: Path, seed: int) -> tuple[Any, Any]:
+    """A randomly initialised tiny Llama saved to ``output``, loaded back with its tokenizer."""
+    from transformers import AutoModelForCausalLM
+
+    from actors.models import QA_TEMPLATE, build_tiny_llama, load_tokenizer
+
+    build_tiny_llama(
+        output, **SEED_SHAPE, max_position_embeddings=512, chat_template=QA_TEMPLATE, seed=seed
+    )
+    return AutoModelForCausalLM.from_pretrained(output), load_tokenizer(str(output))
 
 
 def train_seed(
@@ -108,15 +103,13 @@ def train_seed(
 ) -> dict[str, Any]:
     """Train the seed model from scratch until it reaches ``target_acc`` held-out accuracy
     (or ``steps``), and save it (with ``seed_info.json``) to ``output``."""
+    import torch
+
+    from actors.trainer import collate
+
     torch.set_num_threads(num_threads)
     output = Path(output)
-    build_tiny_llama(
-        output, **SEED_SHAPE, max_position_embeddings=512, chat_template=QA_TEMPLATE, seed=seed
-    )
-    tokenizer = load_tokenizer(str(output))
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(output)
+    model, tokenizer = _fresh_model(output, seed)
     examples = _encode(tokenizer, make_problems("seed", problems, seed=seed))
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
     rng = random.Random(seed)
@@ -128,7 +121,9 @@ def train_seed(
         for group in optimizer.param_groups:
             group["lr"] = learning_rate * min(1.0, step / warmup)
         loss = _step(
-            model, optimizer, _batch(rng.sample(examples, batch_size), tokenizer.pad_token_id)
+            model,
+            optimizer,
+            collate(rng.sample(examples, batch_size), tokenizer.pad_token_id, "cpu"),
         )
         if (step >= eval_from and step % eval_every == 0) or step == steps:
             accuracy = _save_and_evaluate(model, output, num_threads)

@@ -1,4 +1,5 @@
-"""``selfevo demo seed``: train the demo world's seed model from scratch."""
+"""``selfevo demo seed``: train the demo world's seed model from scratch (a CLI command group
+the demo world registers through :data:`selfevo.tasks.COMMAND_GROUPS`)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def register(commands) -> None:
 
 def cmd_demo_seed(args: argparse.Namespace) -> int:
     with stderr_for_libraries():
-        from actors.demo_seed import train_seed
+        from selfevo.demo_world.seed_model import train_seed
 
         info = train_seed(
             args.output,

@@ -1,0 +1,45 @@
+"""The task registry: the tasks that add hooks to the general machinery, registered here.
+
+Only this module imports a task's package (:mod:`selfevo.demo_world`, the demo's arithmetic
+world); everything else asks the registry (:func:`task_named`, :func:`builtin_data`,
+:func:`builtin_model`). A new task registers the same way.
+"""
+
+from __future__ import annotations
+
+from selfevo import demo_world
+from selfevo.tasks.base import (
+    BUILTIN_DATA,
+    BUILTIN_MODELS,
+    TASKS,
+    BuiltinData,
+    Task,
+    builtin_data,
+    builtin_model,
+    register,
+    resolve_model,
+    task_named,
+)
+from selfevo.templates import register_task_templates
+
+register(demo_world.WORLD, demo_world.BUILTIN_DATA, demo_world.BUILTIN_MODELS)
+for _task in TASKS.values():
+    register_task_templates(_task.name, _task.templates)
+
+# CLI command groups tasks add (``selfevo demo ...``), by module name: the CLI imports them
+# when it builds its parser, so the registry does not load a task's heavier parts.
+COMMAND_GROUPS = ("selfevo.demo_world.cli",)
+
+__all__ = [
+    "BUILTIN_DATA",
+    "BUILTIN_MODELS",
+    "COMMAND_GROUPS",
+    "TASKS",
+    "BuiltinData",
+    "Task",
+    "builtin_data",
+    "builtin_model",
+    "register",
+    "resolve_model",
+    "task_named",
+]

@@ -1,0 +1,108 @@
+"""What a task can add to the general machinery, and the registries it adds it to.
+
+General code never names a task. Where it needs something only a task knows (an oracle's
+worked critique, extra template fields, a warm-up's examples, built-in data sets or models),
+it asks :func:`task_named` for the record's task and calls its hook; every hook has a default
+that leaves the general behaviour in place, so a task that registers nothing (``math``,
+``general``) behaves exactly as the general code does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from selfevo.records import Record
+
+
+def _nothing(*args: object) -> None:
+    return None
+
+
+def _no_fields(record: Record, response: str | None) -> dict[str, str]:
+    return {}
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task's hooks. Each returns None (or nothing) for a record it cannot speak for.
+
+    - ``oracle_critique(record, response)``: ``(judgement, feedback)`` the oracle labeler
+      writes, instead of its answer-level check;
+    - ``prompt_fields(record, response)``: extra ``{fields}`` for the task's templates;
+    - ``assessment(record, response)``: the (quality, following) texts a self-assessment
+      warm-up trains on;
+    - ``flawed_solution(record)``: a plausible wrong solution, for mistake-analysis warm-ups;
+    - ``prompt_record(text, id)``: a model-written prompt as a record of this task;
+    - ``templates``: template texts by name (``feedback``, ``refine``...), used for records
+      of this task before the template set's own;
+    - ``writes_warmups``: the hooks above can write a skills warm-up.
+    """
+
+    name: str
+    oracle_critique: Callable[[Record, str], tuple[str, str] | None] = _nothing
+    prompt_fields: Callable[[Record, str | None], dict[str, str]] = _no_fields
+    assessment: Callable[[Record, str], tuple[str, str] | None] = _nothing
+    flawed_solution: Callable[[Record], str | None] = _nothing
+    prompt_record: Callable[[str, str], Record] | None = None
+    templates: Mapping[str, str] = field(default_factory=dict)
+    writes_warmups: bool = False
+
+
+@dataclass(frozen=True)
+class BuiltinData:
+    """A ``builtin:`` data set: ``make(split, count, seed, start)`` gives its records.
+
+    A prompt pool is asked for the ``meta``, ``pool`` and ``seed`` splits; a ``heldout`` set
+    gives its evaluation problems whatever the split, and cannot be a prompt pool.
+    """
+
+    name: str
+    make: Callable[[str, int, int, int], list[Record]]
+    heldout: bool = False
+
+
+TASKS: dict[str, Task] = {}
+BUILTIN_DATA: dict[str, BuiltinData] = {}
+BUILTIN_MODELS: dict[str, Path] = {}
+
+
+def register(
+    task: Task,
+    data: tuple[BuiltinData, ...] = (),
+    models: Mapping[str, Path] | None = None,
+) -> None:
+    """Make a task, its built-in data sets and its built-in models known by name."""
+    TASKS[task.name] = task
+    BUILTIN_DATA.update({d.name: d for d in data})
+    BUILTIN_MODELS.update(models or {})
+
+
+def task_named(name: str | None) -> Task:
+    """The registered task, or the general behaviour (a task with no hooks)."""
+    return TASKS.get(name or "") or Task(name or "general")
+
+
+def builtin_data(name: str) -> BuiltinData:
+    if name not in BUILTIN_DATA:
+        known = ", ".join(sorted(BUILTIN_DATA)) or "none"
+        raise ValueError(f"unknown builtin data set {name!r}; known: {known}")
+    return BUILTIN_DATA[name]
+
+
+def builtin_model(name: str) -> Path:
+    if name not in BUILTIN_MODELS:
+        known = ", ".join(sorted(BUILTIN_MODELS)) or "none"
+        raise ValueError(f"unknown builtin model {name!r}; known: {known}")
+    return BUILTIN_MODELS[name]
+
+
+def resolve_model(name_or_path: str) -> str:
+    """A ``builtin:`` model's checkpoint directory; any other name or path as given."""
+    if not name_or_path.startswith("builtin:"):
+        return name_or_path
+    path = builtin_model(name_or_path)
+    if not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"the builtin model {name_or_path} is missing from {path}")
+    return str(path)
