@@ -13,6 +13,8 @@ Manifest outputs are paths relative to the run directory, so a run directory can
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -22,7 +24,7 @@ from actors.evaluate import evaluate, generation_params
 from actors.models import adapter_checkpoint, full_weights
 from actors.pipeline import run_pipeline
 from actors.pool import EnginePool
-from actors.trainer import train, write_examples
+from actors.trainer import total_steps, train, write_examples
 from selfevo import datasets
 from selfevo.config import LabelerKind, SelfEvoConfig
 from selfevo.manifest import Manifest
@@ -35,6 +37,41 @@ from selfevo.training import TrainExample
 
 # Training metrics the manifest does not keep (paths are outputs; wall time is the step's).
 _UNRECORDED = ("output_dir", "skipped", "hf_checkpoint", "wall_seconds")
+
+
+class _TrainingProgress:
+    """Emits the trainer's latest step (from its ``metrics.jsonl``) every ``interval`` seconds
+    while training runs: the workers' own output stays in Ray's logs."""
+
+    def __init__(self, metrics: Path, steps: int, emit: Callable[[str], None], interval=15.0):
+        self.metrics, self.steps, self.emit, self.interval = metrics, steps, emit, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._shown = 0
+
+    def __enter__(self) -> _TrainingProgress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.interval):
+            lines = self.metrics.read_text().splitlines() if self.metrics.is_file() else []
+            if not lines:
+                continue
+            try:
+                last = json.loads(lines[-1])
+            except json.JSONDecodeError:  # caught mid-write; the next look reads it
+                continue
+            if last["step"] > self._shown:
+                self._shown = last["step"]
+                self.emit(
+                    f"[train] step {last['step']}/{self.steps} loss {last['loss']:.4f} "
+                    f"{last['tokens_per_s']:.0f} tok/s"
+                )
 
 
 class RayRunContext:
@@ -181,14 +218,16 @@ class RayRunContext:
             sources[example.source] = sources.get(example.source, 0) + 1
         self.emit(f"[train] {len(examples)} examples {sources} from {start_from}")
         tokenizer = self.config.model.tokenizer or start_from
-        summary = train(
-            self.config,
-            training_set,
-            start_from,
-            out_dir / "model",
-            tokenizer_path=tokenizer,
-            learning_rate=learning_rate,
-        )
+        steps = total_steps(self.config.train, len(examples))
+        with _TrainingProgress(out_dir / "model" / "metrics.jsonl", steps, self.emit):
+            summary = train(
+                self.config,
+                training_set,
+                start_from,
+                out_dir / "model",
+                tokenizer_path=tokenizer,
+                learning_rate=learning_rate,
+            )
         self.emit(
             f"[train] {summary.steps} steps, final loss {summary.final_loss}, "
             f"{summary.wall_seconds:.1f}s"

@@ -112,12 +112,14 @@ class PipelineResult:
 
 
 class _Progress:
-    """Prints rows done per stage, rows/s and time left, every ``interval`` seconds."""
+    """Prints rows done per stage, rows/s and time left, every ``interval`` seconds in which
+    some row moved (a stalled pipeline does not repeat itself)."""
 
     def __init__(self, router: Any, labels: list[str], total: int, interval: float, emit: Callable):
         self.router, self.labels, self.total = router, labels, total
         self.interval, self.emit = interval, emit
         self.done = 0
+        self._last: tuple | None = None
         self.started = time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -140,6 +142,10 @@ class _Progress:
             per_stage = ray.get(self.router.get_progress.remote(), timeout=10)
         except Exception:
             per_stage = {}
+        position = (tuple(sorted(per_stage.items())), self.done)
+        if position == self._last:
+            return
+        self._last = position
         elapsed = time.perf_counter() - self.started
         rate = self.done / elapsed if elapsed > 0 else 0.0
         left = f"{(self.total - self.done) / rate:.0f}s" if rate > 0 else "?"

@@ -2,20 +2,53 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 import ray
 
 
-def init_ray(cluster: Any) -> None:
+def init_ray(cluster: Any, *, quiet: bool = False) -> bool:
     """Connect to ``cluster.address``, else to ``RAY_ADDRESS`` (set inside ``ray job submit``),
-    else start a local Ray with ``cluster.num_cpus`` CPUs. A no-op when Ray is already up."""
+    else start a local Ray with ``cluster.num_cpus`` CPUs. A no-op when Ray is already up.
+    Returns whether it started a local Ray (whose logs are all on this machine).
+
+    ``quiet``: the workers' output (Ray's, DeepSpeed's, the libraries', our actors' prints)
+    stays in Ray's log files instead of streaming to this console, and Ray's own messages
+    here are shown only when they are errors; :func:`copy_ray_logs` collects the files.
+    """
     if ray.is_initialized():
-        return
+        return False
+    quiet_kwargs = {"log_to_driver": False, "logging_level": logging.ERROR} if quiet else {}
     if cluster.address:
-        ray.init(address=cluster.address)
+        ray.init(address=cluster.address, **quiet_kwargs)
     elif os.environ.get("RAY_ADDRESS"):
-        ray.init()
+        ray.init(**quiet_kwargs)
     else:
-        ray.init(num_cpus=cluster.num_cpus, include_dashboard=False)
+        ray.init(num_cpus=cluster.num_cpus, include_dashboard=False, **quiet_kwargs)
+        return True
+    return False
+
+
+def copy_ray_logs(destination: Path) -> Path | None:
+    """Copy this node's Ray logs (every process of a local cluster: worker-*.out/.err hold
+    what the actors, DeepSpeed and the libraries printed) into ``destination``.
+
+    Other nodes keep theirs; ``ray logs`` reads them. Returns the copy, or None when this
+    process has no Ray node to copy from.
+    """
+    node = getattr(ray._private.worker, "_global_node", None)  # no public accessor in Ray 2.x
+    if node is None:
+        return None
+    source = Path(node.get_logs_dir_path())
+    if not source.is_dir():
+        return None
+    ignore = shutil.ignore_patterns("*.sock", "events", "export_events")
+    # A file that vanished or cannot be read is skipped; the rest is copied.
+    with contextlib.suppress(shutil.Error):
+        shutil.copytree(source, destination, ignore=ignore, dirs_exist_ok=True)
+    return destination

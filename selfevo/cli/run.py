@@ -85,13 +85,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         from actors.coordinator import run_recipe
         from actors.runtime import init_ray
 
-        init_ray(config.cluster)
-        summary = run_recipe(config, emit=progress)
+        local = init_ray(config.cluster, quiet=True)
+        try:
+            summary = run_recipe(config, emit=progress)
+        finally:
+            _point_at_logs(run_dir, local)
     from selfevo.report import format_table
 
     print(format_table(summary))
     print(f"wall time {summary['wall_seconds']:.0f}s; report: {run_dir / 'report.md'}")
     return 0
+
+
+def _point_at_logs(run_dir: Path, local: bool) -> None:
+    """Where the workers' output went: copied into the run directory from a local Ray; on a
+    cluster it stays on the nodes."""
+    from actors.runtime import copy_ray_logs
+
+    logs = copy_ray_logs(run_dir / "logs" / "ray") if local else None
+    where = str(logs) if logs else "on the cluster's nodes (`ray logs`, or the dashboard)"
+    progress(
+        f"logs: selfevo's in {run_dir / 'run.log'}; Ray's, DeepSpeed's and the workers' {where}"
+    )
 
 
 def cmd_report(args: argparse.Namespace) -> int:

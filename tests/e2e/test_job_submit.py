@@ -114,6 +114,12 @@ def test_ray_job_submit_runs_the_reduced_demo(ray_head, tmp_path, reduced_demo):
     output = done.stdout + done.stderr
     assert _job_status(ray_head, job_id) == "SUCCEEDED", output[-4000:]
     assert "kept/generated" in output  # the run's table, streamed back from the job
+    # The console holds selfevo's lines once each, and nothing the workers printed.
+    ours = [line for line in done.stdout.splitlines() if line.startswith("[")]
+    assert any(line.startswith("[round1.train] done") for line in ours), output[-4000:]
+    assert len(ours) == len(set(ours)), [line for line in ours if ours.count(line) > 1]
+    for noise in ("pid=", "core_worker", "DeepSpeed", "FutureWarning", "Loading weights"):
+        assert noise not in done.stdout, noise
 
     run_dir = tmp_path / "job"
     manifest = json.loads((run_dir / "manifest.json").read_text())
