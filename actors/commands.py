@@ -10,14 +10,14 @@ import pyarrow.parquet as pq
 
 from actors.evaluate import evaluate, refine
 from actors.models import full_weights
-from actors.pipeline import run_pipeline
+from actors.pipeline import run_configured
 from actors.pool import EnginePool
 from actors.runtime import init_ray
 from selfevo import datasets
 from selfevo.config import SelfEvoConfig
 from selfevo.generation import GenerationParams
 from selfevo.readers import read_prompts
-from selfevo.records import table_to_records
+from selfevo.records import status_counts, table_to_records
 from selfevo.stages import expand_samples, self_chain
 from selfevo.tasks import resolve_model
 
@@ -37,6 +37,12 @@ def export_records(parquet_path: Path, output: Path) -> None:
             sink.write(json.dumps(row) + "\n")
 
 
+def _pool(config: SelfEvoConfig, model: str) -> EnginePool:
+    """Ray joined, and an engine pool serving ``model`` (a ``with`` block shuts it down)."""
+    init_ray(config.cluster)
+    return EnginePool.from_config(config, model_path=full_weights(resolve_model(model)))
+
+
 def generate(
     config: SelfEvoConfig,
     model: str,
@@ -50,36 +56,22 @@ def generate(
     records = expand_samples(prompts.records, config.sampling.n)
     output = Path(output_path)
     work_dir = output.with_name(output.stem + ".stages")
-    init_ray(config.cluster)
-    pool = EnginePool.from_config(config, model_path=full_weights(resolve_model(model)))
-    try:
-        params = GenerationParams.from_config(config.sampling, n=1)
-        result = run_pipeline(
-            records,
-            pool.router,
-            self_chain(
-                config.recipe.max_refinements, stages, judge_by=config.recipe.judge_by.value
-            ),
-            work_dir,
-            params=params,
-            feedback_params=params.with_(max_new_tokens=config.sampling.feedback_max_new_tokens),
-            template_set=config.recipe.template_set,
+    chain = self_chain(config.recipe.max_refinements, stages, judge_by=config.recipe.judge_by.value)
+    params = GenerationParams.from_config(config.sampling, n=1)
+    feedback_params = params.with_(max_new_tokens=config.sampling.feedback_max_new_tokens)
+    with _pool(config, model) as pool:
+        rows = run_configured(
+            records, pool.router, chain, work_dir, config, params, feedback_params
         )
-    finally:
-        pool.shutdown()
-    export_records(result.output_path, output)
-    return {"output": str(output), "stage_files": str(work_dir / "stages"), **result.counts}
+    export_records(work_dir / "output.parquet", output)
+    return {"output": str(output), "stage_files": str(work_dir / "stages"), **status_counts(rows)}
 
 
 def evaluate_checkpoint(config: SelfEvoConfig, model: str, output: str | Path) -> dict:
     """``selfevo eval``: the held-out metrics of one checkpoint."""
     problems = datasets.eval_problems(config)
-    init_ray(config.cluster)
-    pool = EnginePool.from_config(config, model_path=full_weights(resolve_model(model)))
-    try:
+    with _pool(config, model) as pool:
         metrics = evaluate(config, pool.router, problems, output)
-    finally:
-        pool.shutdown()
     return {"model": model, "problems": len(problems), **metrics}
 
 
@@ -96,9 +88,5 @@ def refine_file(
     if samples < 1 or max_iters < 0:
         raise ValueError("--samples must be >= 1 and --max-iters >= 0")
     prompts = read_prompts(input_path, fmt, task=config.recipe.task).raise_if_bad().records
-    init_ray(config.cluster)
-    pool = EnginePool.from_config(config, model_path=full_weights(resolve_model(model)))
-    try:
+    with _pool(config, model) as pool:
         return refine(config, pool.router, prompts, output, samples=samples, max_iters=max_iters)
-    finally:
-        pool.shutdown()

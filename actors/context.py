@@ -22,7 +22,7 @@ from typing import Any
 
 from actors.evaluate import evaluate, generation_params
 from actors.models import adapter_checkpoint, full_weights
-from actors.pipeline import run_pipeline
+from actors.pipeline import run_configured
 from actors.pool import EnginePool
 from actors.trainer import total_steps, train, write_examples
 from selfevo import datasets
@@ -160,18 +160,16 @@ class RayRunContext:
         return self._chain_on(self.serve(model), records, chain, out_dir, params)
 
     def _chain_on(self, pool, records, chain, out_dir, params) -> list[Record]:
-        result = run_pipeline(
+        return run_configured(
             records,
             pool.router,
             chain,
             out_dir,
-            params=params,
-            feedback_params=self.feedback_params,
-            template_set=self.config.recipe.template_set,
-            batch_size=self.config.engine.max_batch_size,
-            emit=self.emit,
+            self.config,
+            params,
+            self.feedback_params,
+            self.emit,
         )
-        return read_records(result.output_path)
 
     # --- labeling, training, evaluation ---------------------------------------------------
 
@@ -194,14 +192,12 @@ class RayRunContext:
     def _label_locally(self, records: list[Record], out_dir: Path) -> list[Record]:
         """A stronger local model (``recipe.labeler.model``) critiques and refines."""
         self.sleep_engines()
-        pool = EnginePool.from_config(self.config, model_path=self.config.recipe.labeler.model)
         judge_by = self.config.recipe.judge_by.value
         chain = self_chain(1, [FEEDBACK, REFINE], with_filter=False, judge_by=judge_by)
         greedy = self.params.with_(temperature=0.0)
-        try:
+        labeler = self.config.recipe.labeler.model
+        with EnginePool.from_config(self.config, model_path=labeler) as pool:
             return self._chain_on(pool, records, chain, out_dir / "label", greedy)
-        finally:
-            pool.shutdown()
 
     def train(
         self,

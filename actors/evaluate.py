@@ -15,13 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
-from actors.pipeline import run_pipeline
+from actors.pipeline import run_configured
 from selfevo.config import SelfEvoConfig
 from selfevo.evaluation import heldout_metrics, vote
 from selfevo.generation import GenerationParams
-from selfevo.records import Record, table_to_records
+from selfevo.records import Record
 from selfevo.stages import (
     FEEDBACK,
     GENERATE,
@@ -42,21 +40,6 @@ def generation_params(config: SelfEvoConfig) -> tuple[GenerationParams, Generati
     return params, feedback.with_(temperature=0.0)
 
 
-def _run(records, router, chain, out_dir, params, feedback_params, config, emit) -> list[Record]:
-    result = run_pipeline(
-        records,
-        router,
-        chain,
-        out_dir,
-        params=params,
-        feedback_params=feedback_params,
-        template_set=config.recipe.template_set,
-        batch_size=config.engine.max_batch_size,
-        emit=emit,
-    )
-    return table_to_records(pq.read_table(result.output_path))
-
-
 def evaluate(
     config: SelfEvoConfig,
     router: Any,
@@ -72,28 +55,21 @@ def evaluate(
     stages = REFINE_STAGES if config.eval.critique else (GENERATE,)
     iters = config.eval.refine_max_iters if config.eval.critique else 0
     chain = self_chain(iters, stages, with_filter=False, judge_by=config.recipe.judge_by.value)
-    refined = _run(
-        rows,
-        router,
-        chain,
-        out_dir / "refine",
-        greedy,
-        feedback_params,
-        config,
-        emit,
+    refined = run_configured(
+        rows, router, chain, out_dir / "refine", config, greedy, feedback_params, emit
     )
     sampled = None
     if config.eval.sc_samples > 0:
         sc_params = params.with_(temperature=config.eval.sc_temperature)
         rows = expand_samples(problems, config.eval.sc_samples)
-        sampled = _run(
+        sampled = run_configured(
             rows,
             router,
             self_chain(0, [GENERATE], with_filter=False),
             out_dir / "sc",
-            sc_params,
-            sc_params,
             config,
+            sc_params,
+            sc_params,
             emit,
         )
     metrics = heldout_metrics(
@@ -128,7 +104,7 @@ def refine(
         max_iters, REFINE_STAGES, with_filter=False, judge_by=config.recipe.judge_by.value
     )
     work = output.with_name(output.stem + ".stages")
-    records = _run(rows, router, chain, work, params, feedback_params, config, emit)
+    records = run_configured(rows, router, chain, work, config, params, feedback_params, emit)
     policy = config.eval.refine_answer.value
     votes = vote(records, refine_answer=policy)
     by_prompt: dict[str, list[Record]] = {}

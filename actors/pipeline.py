@@ -32,6 +32,7 @@ from selfevo.records import (
     RECORD_SCHEMA,
     Record,
     Reject,
+    read_records,
     records_to_table,
     status_counts,
     table_to_records,
@@ -226,6 +227,31 @@ def run_pipeline(
         counts=dict(counts),
         stage_rows=ray.get(router.get_progress.remote()),
     )
+
+
+def run_configured(
+    records: list[Record],
+    router: Any,
+    chain: list[Stage],
+    out_dir: str | Path,
+    config: Any,
+    params: GenerationParams,
+    feedback_params: GenerationParams,
+    emit: Callable[[str], None] = print,
+) -> list[Record]:
+    """:func:`run_pipeline` with ``config``'s template set and batch size; the rows out."""
+    result = run_pipeline(
+        records,
+        router,
+        chain,
+        out_dir,
+        params=params,
+        feedback_params=feedback_params,
+        template_set=config.recipe.template_set,
+        batch_size=config.engine.max_batch_size,
+        emit=emit,
+    )
+    return read_records(result.output_path)
 
 
 def _staged_dataset(

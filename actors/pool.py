@@ -290,6 +290,12 @@ class EnginePool:
         gpus = int(engine_bundle(config).get("GPU", 0))
         return cls(kwargs, engine.num_engines, engine.cpus_per_engine, gpus, name=name)
 
+    def __enter__(self) -> EnginePool:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
     def generate(self, prompts: list, params: GenerationParams) -> list[list[Completion]]:
         return ray.get(self.router.generate.remote(prompts, params))
 
