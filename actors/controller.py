@@ -10,7 +10,6 @@ writes its own outputs under the run directory; a step left ``running`` is redon
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -26,12 +25,11 @@ class RunController:
     """One run of ``config``'s recipe in ``run_dir``; :meth:`run` executes it, :meth:`drain`
     hands the progress lines written since the last call to another thread."""
 
-    def __init__(self, config: SelfEvoConfig, run_dir: str, fault_after: str | None = None):
+    def __init__(self, config: SelfEvoConfig, run_dir: str):
         from omegaconf import OmegaConf
 
         self.run_dir = Path(run_dir).resolve()
         self.recipe = recipe_named(config.recipe.name.value)
-        self.fault_after = fault_after  # tests: a step after which the process dies
         self.lines: list[str] = []
         self.lock = threading.Lock()
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -76,6 +74,3 @@ class RunController:
         outputs, metrics = handler(self.context, round_index)
         self.manifest.finish(name, outputs, metrics)
         self.emit(f"[{name}] done in {time.perf_counter() - started:.1f}s")
-        if name == self.fault_after:
-            self.emit(f"[{name}] fault injected: the coordinator exits now")
-            os._exit(1)

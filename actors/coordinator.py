@@ -24,8 +24,8 @@ from selfevo.config import LabelerKind, SelfEvoConfig
 class Coordinator:
     """The run's owner, as a Ray actor (see :class:`RunController` for what it does)."""
 
-    def __init__(self, config: SelfEvoConfig, run_dir: str, fault_after: str | None = None):
-        self.controller = RunController(config, run_dir, fault_after)
+    def __init__(self, config: SelfEvoConfig, run_dir: str):
+        self.controller = RunController(config, run_dir)
 
     def run(self) -> dict[str, Any]:
         try:
@@ -50,15 +50,10 @@ def _labeler_env(config: SelfEvoConfig) -> dict[str, Any] | None:
     return {"env_vars": {labeler.api_key_env: key}} if key else None
 
 
-def run_recipe(
-    config: SelfEvoConfig, emit=print, poll_s: float = 1.0, fault_after: str | None = None
-) -> dict[str, Any]:
+def run_recipe(config: SelfEvoConfig, emit=print, poll_s: float = 1.0) -> dict[str, Any]:
     """Run (or resume) ``config``'s recipe under a coordinator actor; returns the summary."""
     run_dir = str(Path(config.run.output_dir).resolve() / config.run.name)
-    fault_after = fault_after or os.environ.get("SELFEVO_FAULT_AFTER")
-    coordinator = Coordinator.options(runtime_env=_labeler_env(config)).remote(
-        config, run_dir, fault_after
-    )
+    coordinator = Coordinator.options(runtime_env=_labeler_env(config)).remote(config, run_dir)
     pending = coordinator.run.remote()
     try:
         done: list = []

@@ -356,9 +356,6 @@ def _start_worker(cfg: dict[str, Any]) -> _Worker:
         torch.cuda.set_device(device)
     else:
         torch.set_num_threads(cfg["threads_per_worker"])
-    pid_dir = Path(cfg["output_dir"]) / "pids"
-    pid_dir.mkdir(parents=True, exist_ok=True)
-    (pid_dir / f"rank{rank}.pid").write_text(str(os.getpid()))
     torch.manual_seed(cfg["seed"])
     tokenizer = load_tokenizer(cfg["tokenizer"])
     model = _build_model(cfg, device)

@@ -5,6 +5,8 @@ Train + DeepSpeed ZeRO-2 on CPU, the coordinator actor and its weight handoff.
 """
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -88,6 +90,20 @@ def _comparable(run_dir: Path) -> list[dict]:
     return [{k: s[k] for k in ("name", "status", "outputs", "metrics")} for s in steps]
 
 
+def _kill_the_coordinator_after(step: str):
+    """An ``emit`` callback for run_recipe that SIGKILLs the coordinator's process once
+    ``step`` is reported done (the next step has just started)."""
+    from ray.util.state import list_actors
+
+    def emit(line: str) -> None:
+        if line.startswith(f"[{step}] done"):
+            alive = [("class_name", "=", "Coordinator"), ("state", "=", "ALIVE")]
+            for actor in list_actors(filters=alive):
+                os.kill(actor.pid, signal.SIGKILL)
+
+    return emit
+
+
 def test_a_run_killed_after_filter_resumes_to_the_same_manifest(
     finished_run, tmp_path, reduced_demo
 ):
@@ -95,7 +111,7 @@ def test_a_run_killed_after_filter_resumes_to_the_same_manifest(
     config = reduced_config(tmp_path, "killed", reduced_demo)
     run_dir = tmp_path / "killed"
     with pytest.raises(ray.exceptions.RayActorError):
-        run_recipe(config, fault_after="round1.filter")
+        run_recipe(config, emit=_kill_the_coordinator_after("round1.filter"))
     killed = Manifest.open(
         run_dir,
         json.loads((run_dir / "manifest.json").read_text())["config_hash"],
