@@ -90,64 +90,34 @@ def _comparable(run_dir: Path) -> list[dict]:
     return [{k: s[k] for k in ("name", "status", "outputs", "metrics")} for s in steps]
 
 
-def _kill_the_coordinator_after(step: str):
-    """An ``emit`` callback for run_recipe that SIGKILLs the coordinator's process once
-    ``step`` is reported done (the next step has just started)."""
+def _kill_the_coordinator() -> None:
+    """SIGKILL the live coordinator's process (found through Ray's state API)."""
     from ray.util.state import list_actors
 
-    def emit(line: str) -> None:
-        if line.startswith(f"[{step}] done"):
-            alive = [("class_name", "=", "Coordinator"), ("state", "=", "ALIVE")]
-            for actor in list_actors(filters=alive):
-                os.kill(actor.pid, signal.SIGKILL)
-
-    return emit
+    alive = [("class_name", "=", "Coordinator"), ("state", "=", "ALIVE")]
+    for actor in list_actors(filters=alive):
+        os.kill(actor.pid, signal.SIGKILL)
 
 
-def test_a_run_killed_after_filter_resumes_to_the_same_manifest(
-    finished_run, tmp_path, reduced_demo
-):
-    whole_dir, _ = finished_run
-    config = reduced_config(tmp_path, "killed", reduced_demo)
-    run_dir = tmp_path / "killed"
-    with pytest.raises(ray.exceptions.RayActorError):
-        run_recipe(config, emit=_kill_the_coordinator_after("round1.filter"))
-    killed = Manifest.open(
-        run_dir,
-        json.loads((run_dir / "manifest.json").read_text())["config_hash"],
-        1,
-        RECIPES["self"].round_steps,
-    )
-    assert killed.next_step() == "round1.train"
-    finished_before = {s.name: s.started for s in killed.steps if s.status == "done"}
-    generate_mtime = (run_dir / "round1/generate/output.parquet").stat().st_mtime
+class Disturber:
+    """An ``emit`` callback for run_recipe that kills one engine of the live pool at set moments
+    (as a round's generation and critique are under way, while the engines sit idle in the
+    filter step, and while they sleep during training) and, with ``coordinator_after``, the
+    coordinator itself once that step is done (the next one has just started). It then
+    ignores the dead run's last lines until :meth:`resume`."""
 
-    run_recipe(config)
-    resumed = json.loads((run_dir / "manifest.json").read_text())["steps"]
-    for step in resumed:  # finished steps were not redone
-        if step["name"] in finished_before:
-            assert step["started"] == finished_before[step["name"]], step["name"]
-    assert (run_dir / "round1/generate/output.parquet").stat().st_mtime == generate_mtime
-    assert _comparable(run_dir) == _comparable(whole_dir)
-    # The crashed coordinator's engine reservation was released when the run resumed.
-    held = [
-        group["name"]
-        for group in ray.util.placement_group_table().values()
-        if group["state"] == "CREATED" and group["name"].startswith("selfevo-engines:")
-    ]
-    assert not held, held
-
-
-class EngineKiller:
-    """An ``emit`` callback for run_recipe that kills one engine of the live pool at set moments:
-    as a round's generation and critique are under way, while the engines sit idle (the filter
-    step), and while they sleep during training (after the trainer's first line)."""
-
-    def __init__(self):
+    def __init__(self, coordinator_after: str | None = None):
         self.killed: list[str] = []
         self.armed_for_training = False
+        self.coordinator_after = coordinator_after
+        self.listening = True
+
+    def resume(self) -> None:
+        self.listening = True
 
     def __call__(self, line: str) -> None:
+        if not self.listening:
+            return
         if line.startswith(("[round1.generate] started", "[round1.critique] started")):
             self._kill(line, wait_for_rows=True)
         elif line.startswith("[round1.filter] started"):
@@ -157,6 +127,11 @@ class EngineKiller:
         elif line.startswith("[train]") and self.armed_for_training:
             self.armed_for_training = False
             self._kill("asleep during round1.train")
+        if self.coordinator_after and line.startswith(f"[{self.coordinator_after}] done"):
+            self.coordinator_after = None
+            self.armed_for_training = False
+            self.listening = False
+            _kill_the_coordinator()
 
     def _kill(self, moment: str, wait_for_rows: bool = False) -> None:
         from actors.pool import ROUTER_PREFIX
@@ -176,15 +151,52 @@ class EngineKiller:
         self.killed.append(moment)
 
 
-def test_engines_killed_at_any_point_leave_the_run_unchanged(finished_run, tmp_path, reduced_demo):
-    whole_dir, whole_summary = finished_run
-    config = reduced_config(tmp_path, "engine-kills", reduced_demo)
-    killer = EngineKiller()
-    summary = run_recipe(config, emit=killer, poll_s=0.05)
-    assert len(killer.killed) == 4, killer.killed
-    assert _comparable(tmp_path / "engine-kills") == _comparable(whole_dir)
+def _without_timing(summary: dict) -> list[dict]:
     timing = ("wall_seconds", "seconds", "step_seconds")
-    strip = [{k: v for k, v in r.items() if k not in timing} for r in summary["rounds"]]
-    assert strip == [
-        {k: v for k, v in r.items() if k not in timing} for r in whole_summary["rounds"]
+    return [{k: v for k, v in r.items() if k not in timing} for r in summary["rounds"]]
+
+
+def test_engines_and_the_coordinator_killed_at_any_point_leave_the_run_unchanged(
+    finished_run, tmp_path, reduced_demo
+):
+    """One disturbed run: engines killed mid-generation, mid-critique and idle, then the
+    coordinator after the filter; resumed, an engine killed asleep during training. It ends
+    with the same manifest and summary as the undisturbed run."""
+    whole_dir, whole_summary = finished_run
+    config = reduced_config(tmp_path, "disturbed", reduced_demo)
+    run_dir = tmp_path / "disturbed"
+    disturber = Disturber(coordinator_after="round1.filter")
+    with pytest.raises(ray.exceptions.RayActorError):
+        run_recipe(config, emit=disturber, poll_s=0.05)
+    killed = Manifest.open(
+        run_dir,
+        json.loads((run_dir / "manifest.json").read_text())["config_hash"],
+        1,
+        RECIPES["self"].round_steps,
+    )
+    assert killed.next_step() == "round1.train"
+    finished_before = {s.name: s.started for s in killed.steps if s.status == "done"}
+    generate_mtime = (run_dir / "round1/generate/output.parquet").stat().st_mtime
+
+    disturber.resume()
+    summary = run_recipe(config, emit=disturber, poll_s=0.05)
+    assert disturber.killed == [
+        "[round1.generate] started",
+        "[round1.critique] started",
+        "[round1.filter] started",
+        "asleep during round1.train",
     ]
+    resumed = json.loads((run_dir / "manifest.json").read_text())["steps"]
+    for step in resumed:  # finished steps were not redone
+        if step["name"] in finished_before:
+            assert step["started"] == finished_before[step["name"]], step["name"]
+    assert (run_dir / "round1/generate/output.parquet").stat().st_mtime == generate_mtime
+    assert _comparable(run_dir) == _comparable(whole_dir)
+    assert _without_timing(summary) == _without_timing(whole_summary)
+    # The crashed coordinator's engine reservation was released when the run resumed.
+    held = [
+        group["name"]
+        for group in ray.util.placement_group_table().values()
+        if group["state"] == "CREATED" and group["name"].startswith("selfevo-engines:")
+    ]
+    assert not held, held
