@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from selfevo.readers import read_prompts
 from selfevo.records import Record
-from selfevo.tasks import BuiltinData, builtin_data, task_named
+from selfevo.tasks import BUILTIN_DATA, BuiltinData, builtin_data, task_named
 
 
 class SourceError(ValueError):
@@ -33,8 +33,9 @@ def _entry(source: str, heldout: bool = False) -> BuiltinData:
     except ValueError as exc:
         raise SourceError(str(exc)) from None
     if data.heldout != heldout:
-        wanted = "a held-out set" if heldout else "a prompt pool"
-        raise SourceError(f"{source} is not {wanted}")
+        wanted = "held-out set" if heldout else "prompt pool"
+        others = sorted(n for n, d in BUILTIN_DATA.items() if d.heldout == heldout)
+        raise SourceError(f"{source} is not a {wanted}; builtin ones: {', '.join(others)}")
     return data
 
 

@@ -130,9 +130,10 @@ def warmup_examples(labeled: list[Record], template_set: str = "default"):
         if record.response and record.judgement == INCORRECT:
             wrong.append(record.response)
         for k, response in enumerate(wrong):
-            judgement, feedback = task.oracle_critique(record, response)
-            if judgement != INCORRECT:
+            critique = task.oracle_critique(record, response)
+            if critique is None or critique[0] != INCORRECT:
                 continue
+            feedback = critique[1]
             prompt = analysis_prompt(record, response, guided=True, template_set=template_set)
             out.append(
                 TrainExample(

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from typing import Any, Protocol
 
 from selfevo.records import Message, Record
+from selfevo.tasks import task_named
 
 VERDICT_INSTRUCTION = (
     'Then end with one final line that reads exactly "Judgement: correct" or '
@@ -87,13 +88,6 @@ DEFAULT_TEMPLATES: dict[str, str] = {
 }
 
 TEMPLATE_SETS: dict[str, dict[str, str]] = {"default": DEFAULT_TEMPLATES}
-# Templates a registered task brings for its records (selfevo.tasks registers them), by task.
-TASK_TEMPLATES: dict[str, dict[str, str]] = {}
-
-
-def register_task_templates(task: str, templates: dict[str, str]) -> None:
-    """Templates for records of ``task``: they win over every template set's own."""
-    TASK_TEMPLATES[task] = dict(templates)
 
 
 # Plain-text layout for models without a chat template (base models, the demo's char model).
@@ -117,15 +111,17 @@ def template_fields(name: str, template_set: str = "default") -> set[str]:
 
 
 def get_template(name: str, template_set: str = "default", task: str | None = None) -> str:
-    """The template ``name``: a registered task's own, else the set's task-specific variant
-    ``name_task`` when one exists (``feedback_math``), else the set's ``name``."""
+    """The template ``name`` for a record of ``task``: the set's task-specific variant
+    ``name_task`` when it has one (``feedback_math``), else the task's own (a registered task's
+    templates, :mod:`selfevo.tasks`), else the set's ``name``."""
     if template_set not in TEMPLATE_SETS:
         raise KeyError(f"unknown template set {template_set!r}; known: {sorted(TEMPLATE_SETS)}")
-    if name in TASK_TEMPLATES.get(task or "", {}):
-        return TASK_TEMPLATES[task][name]
     templates = TEMPLATE_SETS[template_set]
     if task and f"{name}_{task}" in templates:
         return templates[f"{name}_{task}"]
+    task_own = task_named(task).templates if task else {}
+    if name in task_own:
+        return task_own[name]
     if name not in templates:
         raise KeyError(f"unknown template {name!r}; known: {sorted(templates)}")
     return templates[name]

@@ -102,11 +102,13 @@ def _point_at_logs(run_dir: Path, local: bool) -> None:
     cluster it stays on the nodes."""
     from actors.runtime import copy_ray_logs
 
-    logs = copy_ray_logs(run_dir / "logs" / "ray") if local else None
+    try:
+        logs = copy_ray_logs(run_dir / "logs" / "ray") if local else None
+    except OSError as exc:  # never hide the run's own outcome behind a copy that failed
+        progress(f"warning: could not copy Ray's logs: {exc}")
+        logs = None
     where = str(logs) if logs else "on the cluster's nodes (`ray logs`, or the dashboard)"
-    progress(
-        f"logs: selfevo's in {run_dir / 'run.log'}; Ray's, DeepSpeed's and the workers' {where}"
-    )
+    progress(f"logs: selfevo's in {run_dir / 'run.log'}; the workers' output {where}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -28,7 +28,8 @@ this world keeps the method and shrinks the task so that a whole run fits a lapt
 The package holds the whole world: its problems (:mod:`.problems`), oracle (:mod:`.oracle`),
 templates (:mod:`.templates`), seed model (:mod:`.seed_model`, shipped in ``seed_checkpoint/``)
 and the ``selfevo demo`` commands (:mod:`.cli`). It is registered in :mod:`selfevo.tasks` like
-any other task; no other module imports it.
+any other task; no other module imports it, and it imports only :mod:`selfevo.task_api` of the
+registry.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from pathlib import Path
 from selfevo.demo_world import oracle, problems
 from selfevo.demo_world.templates import TEMPLATES
 from selfevo.records import Record
-from selfevo.tasks.base import BuiltinData, Task
+from selfevo.task_api import BuiltinData, BuiltinModel, Task
 
 SEED_CHECKPOINT = Path(__file__).resolve().parent / "seed_checkpoint"
 
@@ -88,4 +89,10 @@ BUILTIN_DATA = (
     BuiltinData("builtin:arithmetic", _records),
     BuiltinData("builtin:arithmetic-heldout", _heldout, heldout=True),
 )
-BUILTIN_MODELS = {"builtin:arithmetic-seed": SEED_CHECKPOINT}
+BUILTIN_MODELS = (
+    BuiltinModel(
+        "builtin:arithmetic-seed",
+        SEED_CHECKPOINT,
+        rebuild=f"selfevo demo seed --output {SEED_CHECKPOINT}",
+    ),
+)

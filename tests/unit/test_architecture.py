@@ -1,9 +1,13 @@
 """The shape of the code: no import cycle among the project's modules (lazy imports inside
-functions count too), and no function longer than 60 lines in the core or the plumbing."""
+functions count too, and importing ``a.b.c`` runs ``a/b/__init__.py`` first), every core module
+imports on its own, no function longer than 60 lines in the core or the plumbing, and only the
+task registry imports the demo world."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +41,9 @@ def _imports(path: Path, name: str, modules: dict[str, Path]) -> set[str]:
             for alias in node.names:
                 submodule = f"{base}.{alias.name}"
                 targets.add(submodule if submodule in modules else base)
+    # Importing a.b.c first runs a/__init__ and a/b/__init__ (except the importer's own).
+    parents = {".".join(t.split(".")[:i]) for t in targets for i in range(1, t.count(".") + 1)}
+    targets |= {p for p in parents if not name.startswith(p + ".")}
     return {t for t in targets if t in modules and t != name}
 
 
@@ -67,6 +74,18 @@ def test_no_import_cycle_among_the_projects_modules():
     graph = {name: _imports(path, name, modules) for name, path in modules.items()}
     assert graph["actors.coordinator"], "the import graph was not read"
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def test_every_core_module_imports_first_in_a_fresh_interpreter():
+    """What a cycle at import time looks like: ``partially initialized module``."""
+    core = sorted(n for n in _modules() if n.startswith("selfevo") and not n.endswith("__main__"))
+    script = "import importlib, sys\nimportlib.import_module(sys.argv[1])\n"
+    failed = {}
+    for name in core:
+        done = subprocess.run([sys.executable, "-c", script, name], capture_output=True, text=True)
+        if done.returncode:
+            failed[name] = done.stderr.strip().splitlines()[-1]
+    assert not failed, failed
 
 
 def test_no_function_is_longer_than_60_lines():

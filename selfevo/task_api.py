@@ -1,4 +1,5 @@
-"""What a task can add to the general machinery, and the registries it adds it to.
+"""What a task can add to the general machinery, and the registries it adds it to
+(:mod:`selfevo.tasks` registers the tasks; a task's package imports only this module).
 
 General code never names a task. Where it needs something only a task knows (an oracle's
 worked critique, extra template fields, a warm-up's examples, built-in data sets or models),
@@ -63,20 +64,27 @@ class BuiltinData:
     heldout: bool = False
 
 
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A ``builtin:`` model: a checkpoint directory, and how to rebuild it when missing."""
+
+    name: str
+    path: Path
+    rebuild: str = ""
+
+
 TASKS: dict[str, Task] = {}
 BUILTIN_DATA: dict[str, BuiltinData] = {}
-BUILTIN_MODELS: dict[str, Path] = {}
+BUILTIN_MODELS: dict[str, BuiltinModel] = {}
 
 
 def register(
-    task: Task,
-    data: tuple[BuiltinData, ...] = (),
-    models: Mapping[str, Path] | None = None,
+    task: Task, data: tuple[BuiltinData, ...] = (), models: tuple[BuiltinModel, ...] = ()
 ) -> None:
     """Make a task, its built-in data sets and its built-in models known by name."""
     TASKS[task.name] = task
     BUILTIN_DATA.update({d.name: d for d in data})
-    BUILTIN_MODELS.update(models or {})
+    BUILTIN_MODELS.update({m.name: m for m in models})
 
 
 def task_named(name: str | None) -> Task:
@@ -91,7 +99,7 @@ def builtin_data(name: str) -> BuiltinData:
     return BUILTIN_DATA[name]
 
 
-def builtin_model(name: str) -> Path:
+def builtin_model(name: str) -> BuiltinModel:
     if name not in BUILTIN_MODELS:
         known = ", ".join(sorted(BUILTIN_MODELS)) or "none"
         raise ValueError(f"unknown builtin model {name!r}; known: {known}")
@@ -102,7 +110,10 @@ def resolve_model(name_or_path: str) -> str:
     """A ``builtin:`` model's checkpoint directory; any other name or path as given."""
     if not name_or_path.startswith("builtin:"):
         return name_or_path
-    path = builtin_model(name_or_path)
-    if not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"the builtin model {name_or_path} is missing from {path}")
-    return str(path)
+    model = builtin_model(name_or_path)
+    if not (model.path / "model.safetensors").is_file():
+        hint = f"; rebuild it with `{model.rebuild}`" if model.rebuild else ""
+        raise FileNotFoundError(
+            f"the builtin model {name_or_path} is missing from {model.path}{hint}"
+        )
+    return str(model.path)

@@ -1,18 +1,20 @@
 """The task registry: the tasks that add hooks to the general machinery, registered here.
 
 Only this module imports a task's package (:mod:`selfevo.demo_world`, the demo's arithmetic
-world); everything else asks the registry (:func:`task_named`, :func:`builtin_data`,
+world); a task's package imports :mod:`selfevo.task_api` only. Everything else asks the
+registry (:func:`task_named`, :func:`builtin_data`,
 :func:`builtin_model`). A new task registers the same way.
 """
 
 from __future__ import annotations
 
 from selfevo import demo_world
-from selfevo.tasks.base import (
+from selfevo.task_api import (
     BUILTIN_DATA,
     BUILTIN_MODELS,
     TASKS,
     BuiltinData,
+    BuiltinModel,
     Task,
     builtin_data,
     builtin_model,
@@ -20,11 +22,8 @@ from selfevo.tasks.base import (
     resolve_model,
     task_named,
 )
-from selfevo.templates import register_task_templates
 
 register(demo_world.WORLD, demo_world.BUILTIN_DATA, demo_world.BUILTIN_MODELS)
-for _task in TASKS.values():
-    register_task_templates(_task.name, _task.templates)
 
 # CLI command groups tasks add (``selfevo demo ...``), by module name: the CLI imports them
 # when it builds its parser, so the registry does not load a task's heavier parts.
@@ -36,6 +35,7 @@ __all__ = [
     "COMMAND_GROUPS",
     "TASKS",
     "BuiltinData",
+    "BuiltinModel",
     "Task",
     "builtin_data",
     "builtin_model",
