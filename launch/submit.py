@@ -1,6 +1,6 @@
 """Submit a selfevo config to a Ray cluster as a job and follow it to the end.
 
-    python -m launch.submit --address http://HEAD:8265 conf/scale/llama3_8b_1x8.yaml \\
+    python -m launch.submit --address http://HEAD:8265 recipes/self_math scale/llama3_8b_1x8 \\
         run.output_dir=/mnt/selfevo/runs
 
 is ``ray job submit --working-dir . --runtime-env launch/runtime_env.yaml -- selfevo run ...``
@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from selfevo.config import ConfigError, load_config
+from selfevo.config import ConfigError, load_config, split_configs_and_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_ENV = ROOT / "launch" / "runtime_env.yaml"
@@ -35,8 +35,8 @@ SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL", re.IGNORECASE)
 _IN_RAY_IMAGE = ("ray", "torch")
 
 
-def job_entrypoint(config: str, overrides: list[str]) -> str:
-    return shlex.join(["selfevo", "run", config, *overrides])
+def job_entrypoint(configs: list[str], overrides: list[str]) -> str:
+    return shlex.join(["selfevo", "run", *configs, *overrides])
 
 
 def requirements() -> list[str]:
@@ -72,7 +72,7 @@ async def _follow(client: Any, job_id: str, out: Any) -> None:
 
 def submit(
     address: str,
-    config: str,
+    configs: list[str],
     overrides: list[str],
     *,
     env: dict[str, str] | None = None,
@@ -80,15 +80,15 @@ def submit(
     follow: bool = True,
     out: Any = sys.stdout,
 ) -> tuple[str, str]:
-    """Submit ``selfevo run config overrides``; return (job id, final or current status)."""
+    """Submit ``selfevo run configs overrides``; return (job id, final or current status)."""
     from ray.job_submission import JobSubmissionClient
 
-    load_config(config, overrides)  # fail here, not on the cluster
+    load_config(configs, overrides)  # fail here, not on the cluster
     client = JobSubmissionClient(address)
     job_id = client.submit_job(
-        entrypoint=job_entrypoint(config, overrides),
+        entrypoint=job_entrypoint(configs, overrides),
         runtime_env=build_runtime_env(ROOT, env, pip),
-        metadata={"selfevo_config": config},
+        metadata={"selfevo_config": " ".join(configs)},
     )
     print(f"submitted {job_id} to {address}", file=sys.stderr, flush=True)
     if not follow:
@@ -120,15 +120,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE (no secrets)")
     parser.add_argument("--pip", action="store_true", help="install selfevo's requirements")
     parser.add_argument("--no-follow", action="store_true", help="submit and return")
-    parser.add_argument("config", help="YAML path or name under conf/")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides")
+    parser.add_argument(
+        "words",
+        nargs="+",
+        metavar="CONFIG|key=value",
+        help="configs merged in order (a recipe, then a scale preset), then key=value overrides",
+    )
     args = parser.parse_args(argv)
     try:
         env = _parse_env(args.env)
+        configs, overrides = split_configs_and_overrides(args.words)
+        if not configs:
+            raise ConfigError("name a config to run (e.g. recipes/self_math scale/llama3_8b_1x8)")
         job_id, status = submit(
             args.address,
-            args.config,
-            args.overrides,
+            configs,
+            overrides,
             env=env,
             pip=args.pip,
             follow=not args.no_follow,

@@ -5,8 +5,11 @@ or a ``key=value`` override with an unknown key or a value of the wrong type fai
 time instead of deep inside a Ray job. Choices are Enums (OmegaConf checks membership);
 ranges and cross-field rules are checked by :func:`validate`.
 
-A YAML file may start from other files with ``extends: [path, ...]`` (paths relative to the
-file); later files and then command-line overrides win.
+Configs compose forward: a recipe file (``conf/recipes/``) may start from another with
+``extends: [path, ...]`` (paths relative to the file), a scale preset (``conf/scale/``) is an
+overlay of model, engines, trainer and cluster for any recipe, and the command line names them
+in order (``selfevo run recipes/self_math scale/llama3_8b_1x8 key=value``): later files, then
+the ``key=value`` overrides, win.
 
 Sections: run, model, engine, sampling, recipe, data, train, eval, cluster.
 """
@@ -444,11 +447,20 @@ def _read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path
     return chain
 
 
-def load_config(name: str | None = None, overrides: list[str] | None = None) -> SelfEvoConfig:
+def split_configs_and_overrides(tokens: list[str]) -> tuple[list[str], list[str]]:
+    """Command-line words as (config names, ``key=value`` overrides), each in order."""
+    configs = [t for t in tokens if "=" not in t or Path(t).is_file()]
+    return configs, [t for t in tokens if t not in configs]
+
+
+def load_config(
+    name: str | list[str] | None = None, overrides: list[str] | None = None
+) -> SelfEvoConfig:
     """Load, merge and validate a config.
 
     Args:
-        name: a YAML path or a name under ``conf/``; None means the schema defaults.
+        name: a YAML path or a name under ``conf/``, or several merged in order (a recipe,
+            then a scale preset); None means the schema defaults.
         overrides: ``key=value`` strings applied last.
 
     Returns:
@@ -458,12 +470,12 @@ def load_config(name: str | None = None, overrides: list[str] | None = None) -> 
         ConfigError: naming the file or override and the key at fault.
     """
     merged = OmegaConf.structured(SelfEvoConfig)
-    if name is not None:
-        for path, content in _read_yaml_chain(resolve_config_path(name)):
-            try:
-                merged = OmegaConf.merge(merged, content)
-            except OmegaConfBaseException as exc:
-                raise _explain(exc, str(path)) from exc
+    names = [name] if isinstance(name, str) else list(name or [])
+    for path, content in (pair for n in names for pair in _read_yaml_chain(resolve_config_path(n))):
+        try:
+            merged = OmegaConf.merge(merged, content)
+        except OmegaConfBaseException as exc:
+            raise _explain(exc, str(path)) from exc
     for override in overrides or []:
         if "=" not in override:
             raise ConfigError(f"override '{override}' is not of the form key=value")

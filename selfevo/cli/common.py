@@ -5,29 +5,30 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from pathlib import Path
 
-from selfevo.config import DEFAULT_CONFIG, load_config
+from selfevo.config import DEFAULT_CONFIG, load_config, split_configs_and_overrides
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, example: str = "recipe.rounds=3"):
-    """The positional ``[CONFIG] [key=value ...]`` every config-taking command has."""
+    """The positional ``[CONFIG ...] [key=value ...]`` every config-taking command has."""
     parser.add_argument(
-        "config", nargs="?", help=f"YAML path or name under conf/ ({DEFAULT_CONFIG})"
+        "words",
+        nargs="*",
+        metavar="CONFIG|key=value",
+        help=f"configs (YAML paths or names under conf/, merged in order; default "
+        f"{DEFAULT_CONFIG}), then key=value overrides, e.g. {example}",
     )
-    parser.add_argument("overrides", nargs="*", help=f"key=value overrides, e.g. {example}")
 
 
-def split_config_and_overrides(config: str | None, overrides: list[str]) -> tuple[str, list[str]]:
+def configs_and_overrides(words: list[str]) -> tuple[list[str], list[str]]:
     """``selfevo run train.epochs=3`` means the default config with one override."""
-    if config is not None and "=" in config and not Path(config).exists():
-        return DEFAULT_CONFIG, [config, *overrides]
-    return config or DEFAULT_CONFIG, overrides
+    configs, overrides = split_configs_and_overrides(words)
+    return configs or [DEFAULT_CONFIG], overrides
 
 
 def config_of(args: argparse.Namespace):
-    """The resolved config of a command's positional config and overrides."""
-    return load_config(*split_config_and_overrides(args.config, args.overrides))
+    """The resolved config of a command's configs and overrides."""
+    return load_config(*configs_and_overrides(args.words))
 
 
 def stderr_for_libraries():

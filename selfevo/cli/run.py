@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from selfevo.cli.common import add_config_arguments, config_of, progress, stderr_for_libraries
-from selfevo.config import load_config, to_yaml
+from selfevo.config import ConfigError, load_config, split_configs_and_overrides, to_yaml
 
 
 def register(commands) -> None:
@@ -30,8 +30,13 @@ def register(commands) -> None:
     plan = commands.add_parser(
         "plan", help="placement and per-GPU memory of a GPU config; exit 1 when it does not fit"
     )
-    plan.add_argument("config", help="YAML path or name under conf/ (e.g. scale/llama3_70b_4x8)")
-    plan.add_argument("overrides", nargs="*", help="key=value overrides")
+    plan.add_argument(
+        "words",
+        nargs="+",
+        metavar="CONFIG|key=value",
+        help="configs merged in order (e.g. recipes/self_math scale/llama3_70b_4x8), then "
+        "key=value overrides",
+    )
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
     plan.add_argument(
         "--simulate",
@@ -123,7 +128,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from selfevo.planner import format_plan, format_simulation, plan
 
-    config = load_config(args.config, args.overrides)
+    configs, overrides = split_configs_and_overrides(args.words)
+    if not configs:
+        raise ConfigError("selfevo plan needs a config (e.g. scale/llama3_70b_4x8)")
+    config = load_config(configs, overrides)
     result = plan(config)
     report = result.to_dict()
     if args.simulate and result.fits:

@@ -198,3 +198,20 @@ def test_the_schema_default_model_is_one_the_resolver_knows():
     from selfevo.tasks import resolve_model
 
     assert resolve_model(SelfEvoConfig().model.name_or_path) == str(SEED_CHECKPOINT)
+
+
+def test_configs_compose_forward_a_recipe_then_a_scale_overlay(capsys):
+    import yaml
+
+    from selfevo.config import CONF_DIR
+
+    for overlay in sorted((CONF_DIR / "scale").glob("*.yaml")):
+        sections = set(yaml.safe_load(overlay.read_text()))
+        assert sections <= {"model", "engine", "train", "cluster"}, overlay.name  # no extends
+    config = load_config(["recipes/mistake_analysis", "scale/llama3_8b_1x8"], ["train.epochs=3"])
+    assert config.recipe.name.value == "mistake_analysis" and config.recipe.task == "math"
+    assert (config.engine.num_engines, config.train.num_workers) == (4, 4)
+    assert config.train.epochs == 3  # overrides come last
+    code = main(["config", "show", "recipes/mistake_analysis", "scale/llama3_70b_4x8"])
+    shown = capsys.readouterr().out
+    assert code == 0 and "mistake_analysis" in shown and "tensor_parallel_size: 4" in shown

@@ -67,8 +67,8 @@ def test_there_are_cpu_8b_and_70b_jobs_and_a_cluster():
     kinds = [doc["kind"] for _, doc in _ray_docs()]
     assert kinds.count("RayJob") >= 3 and "RayCluster" in kinds
     entrypoints = " ".join(d["spec"]["entrypoint"] for _, d in _ray_docs() if d["kind"] == "RayJob")
-    for config in ("conf/demo.yaml", "conf/scale/llama3_8b_1x8.yaml", "conf/scale/llama3_70b_4x8"):
-        assert config in entrypoints
+    for configs in ("demo", "recipes/self_math scale/llama3_8b_1x8", "scale/llama3_70b_4x8"):
+        assert configs in entrypoints
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
@@ -142,7 +142,9 @@ def test_jobs_shut_down_and_retry_and_write_to_the_shared_volume():
 )
 def test_gpu_jobs_give_the_plan_the_gpus_it_places(manifest, config):
     (doc,) = _documents(ROOT / "k8s" / manifest)
-    result = plan(load_config(config))
+    entrypoint = doc["spec"]["entrypoint"].split()
+    assert entrypoint[:4] == ["selfevo", "run", "recipes/self_math", config]
+    result = plan(load_config(["recipes/self_math", config]))
     assert result.fits, result.problems
     (group,) = _cluster_spec(doc)["workerGroupSpecs"]
     (container,) = group["template"]["spec"]["containers"]

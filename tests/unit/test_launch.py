@@ -9,8 +9,8 @@ from launch.submit import ROOT, build_runtime_env, job_entrypoint, requirements
 
 
 def test_entrypoint_is_selfevo_run_with_quoted_overrides():
-    assert job_entrypoint("conf/demo.yaml", ["run.name=a b"]) == (
-        "selfevo run conf/demo.yaml 'run.name=a b'"
+    assert job_entrypoint(["recipes/self_math", "scale/llama3_8b_1x8"], ["run.name=a b"]) == (
+        "selfevo run recipes/self_math scale/llama3_8b_1x8 'run.name=a b'"
     )
 
 

@@ -110,7 +110,7 @@ def test_7b_places_engines_first_then_trainer_workers():
 
 
 def test_70b_preset_fits_on_four_nodes():
-    result = plan(load_config("scale/llama3_70b_4x8"))
+    result = plan(load_config(["recipes/self_math", "scale/llama3_70b_4x8"]))
     assert result.fits, result.problems
     assert [node["engine_gpus"] for node in result.nodes] == [8, 0, 0, 0]
     assert [node["trainer_workers"] for node in result.nodes] == [0, 8, 8, 8]
@@ -119,36 +119,49 @@ def test_70b_preset_fits_on_four_nodes():
 
 
 def test_8b_preset_fits_on_one_node():
-    assert plan(load_config("scale/llama3_8b_1x8")).fits
+    assert plan(load_config(["recipes/self_math", "scale/llama3_8b_1x8"])).fits
 
 
 def test_70b_squeezed_onto_one_node_is_refused_for_gpus():
-    result = plan(load_config("scale/llama3_70b_4x8", ["cluster.num_nodes=1"]))
+    result = plan(
+        load_config(["recipes/self_math", "scale/llama3_70b_4x8"], ["cluster.num_nodes=1"])
+    )
     assert not result.fits
     assert "32 GPUs, but the cluster has 1 x 8 = 8" in result.problems[0]
 
 
 def test_70b_on_four_trainer_gpus_is_refused_for_memory_with_advice():
     overrides = ["cluster.num_nodes=1", "engine.num_engines=1", "train.num_workers=4"]
-    result = plan(load_config("scale/llama3_70b_4x8", overrides))
+    result = plan(load_config(["recipes/self_math", "scale/llama3_70b_4x8"], overrides))
     assert not result.fits
     (problem,) = result.problems
     assert "each trainer GPU needs" in problem and "offload_optimizer" in problem
 
 
 def test_tensor_parallel_group_must_fit_in_a_node():
-    result = plan(load_config("scale/llama3_70b_4x8", ["engine.tensor_parallel_size=16"]))
+    result = plan(
+        load_config(
+            ["recipes/self_math", "scale/llama3_70b_4x8"], ["engine.tensor_parallel_size=16"]
+        )
+    )
     assert any("must sit in one node" in problem for problem in result.problems)
 
 
 def test_kv_cache_over_the_limit_is_refused():
-    result = plan(load_config("scale/llama3_8b_1x8", ["engine.max_num_seqs=512"]))
+    result = plan(
+        load_config(["recipes/self_math", "scale/llama3_8b_1x8"], ["engine.max_num_seqs=512"])
+    )
     assert any("each engine GPU needs" in problem for problem in result.problems)
 
 
 def test_unknown_model_names_the_way_out():
     with pytest.raises(PlanError, match="not a known hub name"):
-        plan(load_config("scale/llama3_8b_1x8", ["model.name_or_path=someone/unknown-13b"]))
+        plan(
+            load_config(
+                ["recipes/self_math", "scale/llama3_8b_1x8"],
+                ["model.name_or_path=someone/unknown-13b"],
+            )
+        )
 
 
 def test_local_checkpoint_shape_comes_from_its_config_json(tmp_path):
@@ -169,17 +182,17 @@ def test_local_checkpoint_shape_comes_from_its_config_json(tmp_path):
 
 
 def test_cli_plan_exit_codes(capsys):
-    assert main(["plan", "scale/llama3_70b_4x8"]) == 0
+    assert main(["plan", "recipes/self_math", "scale/llama3_70b_4x8"]) == 0
     assert "fits" in capsys.readouterr().out
-    assert main(["plan", "scale/llama3_70b_4x8", "cluster.num_nodes=1"]) == 1
+    assert main(["plan", "recipes/self_math", "scale/llama3_70b_4x8", "cluster.num_nodes=1"]) == 1
     assert "does not fit" in capsys.readouterr().out
-    assert main(["plan", "scale/llama3_70b_4x8", "--json"]) == 0
+    assert main(["plan", "recipes/self_math", "scale/llama3_70b_4x8", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["fits"] is True
     assert main(["plan", "demo"]) == 2
     assert "gpus_per_node" in capsys.readouterr().err
 
 
 def test_run_refuses_a_layout_that_does_not_fit_before_starting_anything(capsys):
-    assert main(["run", "scale/llama3_70b_4x8", "cluster.num_nodes=1"]) == 1
+    assert main(["run", "recipes/self_math", "scale/llama3_70b_4x8", "cluster.num_nodes=1"]) == 1
     err = capsys.readouterr().err
     assert "does not fit" in err and "32 GPUs" in err
