@@ -50,10 +50,25 @@ def _labeler_env(config: SelfEvoConfig) -> dict[str, Any] | None:
     return {"env_vars": {labeler.api_key_env: key}} if key else None
 
 
+COORDINATOR_PREFIX = "selfevo-coordinator:"
+
+
+def coordinator_name(run_dir: str | Path) -> str:
+    """The coordinator of a live run is a named actor: an operator (or a test) can find it,
+    and a second ``selfevo run`` on the same run directory is refused."""
+    return f"{COORDINATOR_PREFIX}{Path(run_dir).resolve()}"
+
+
 def run_recipe(config: SelfEvoConfig, emit=print, poll_s: float = 1.0) -> dict[str, Any]:
     """Run (or resume) ``config``'s recipe under a coordinator actor; returns the summary."""
     run_dir = str(Path(config.run.output_dir).resolve() / config.run.name)
-    coordinator = Coordinator.options(runtime_env=_labeler_env(config)).remote(config, run_dir)
+    name = coordinator_name(run_dir)
+    with contextlib.suppress(ValueError):  # ValueError: no live coordinator of that name
+        ray.get_actor(name)
+        raise RuntimeError(f"{run_dir} is being run by another live coordinator ({name})")
+    coordinator = Coordinator.options(name=name, runtime_env=_labeler_env(config)).remote(
+        config, run_dir
+    )
     pending = coordinator.run.remote()
     try:
         done: list = []

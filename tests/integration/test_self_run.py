@@ -5,8 +5,6 @@ Train + DeepSpeed ZeRO-2 on CPU, the coordinator actor and its weight handoff.
 """
 
 import json
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -90,13 +88,11 @@ def _comparable(run_dir: Path) -> list[dict]:
     return [{k: s[k] for k in ("name", "status", "outputs", "metrics")} for s in steps]
 
 
-def _kill_the_coordinator() -> None:
-    """SIGKILL the live coordinator's process (found through Ray's state API)."""
-    from ray.util.state import list_actors
+def _kill_the_coordinator(run_dir: Path) -> None:
+    """Kill the live coordinator of ``run_dir`` (a named actor) as a crash would."""
+    from actors.coordinator import coordinator_name
 
-    alive = [("class_name", "=", "Coordinator"), ("state", "=", "ALIVE")]
-    for actor in list_actors(filters=alive):
-        os.kill(actor.pid, signal.SIGKILL)
+    ray.kill(ray.get_actor(coordinator_name(run_dir)))
 
 
 class Disturber:
@@ -106,10 +102,10 @@ class Disturber:
     coordinator itself once that step is done (the next one has just started). It then
     ignores the dead run's last lines until :meth:`resume`."""
 
-    def __init__(self, coordinator_after: str | None = None):
+    def __init__(self, run_dir: Path, coordinator_after: str | None = None):
         self.killed: list[str] = []
         self.armed_for_training = False
-        self.coordinator_after = coordinator_after
+        self.run_dir, self.coordinator_after = run_dir, coordinator_after
         self.listening = True
 
     def resume(self) -> None:
@@ -131,7 +127,7 @@ class Disturber:
             self.coordinator_after = None
             self.armed_for_training = False
             self.listening = False
-            _kill_the_coordinator()
+            _kill_the_coordinator(self.run_dir)
 
     def _kill(self, moment: str, wait_for_rows: bool = False) -> None:
         from actors.pool import ROUTER_PREFIX
@@ -165,7 +161,7 @@ def test_engines_and_the_coordinator_killed_at_any_point_leave_the_run_unchanged
     whole_dir, whole_summary = finished_run
     config = reduced_config(tmp_path, "disturbed", reduced_demo)
     run_dir = tmp_path / "disturbed"
-    disturber = Disturber(coordinator_after="round1.train")
+    disturber = Disturber(run_dir, coordinator_after="round1.train")
     with pytest.raises(ray.exceptions.RayActorError):
         run_recipe(config, emit=disturber, poll_s=0.05)
     killed = Manifest.open(
