@@ -123,9 +123,9 @@ def bench_pipeline(
     return {
         "rows": result.rows,
         "engines": num_engines,
-        "wall_seconds": round(result.wall_seconds, 2),
-        "engine_busy_seconds": round(busy, 2),
-        "per_engine_busy_seconds": [round(b, 2) for b in per_engine],
+        "wall_seconds": round(result.wall_seconds, 3),
+        "engine_busy_seconds": round(busy, 3),
+        "per_engine_busy_seconds": [round(b, 3) for b in per_engine],
         "wall_over_busy": round(result.wall_seconds / busy, 3),
         "rows_per_s": round(result.rows / result.wall_seconds, 2),
     }

@@ -120,8 +120,9 @@ def test_whole_bench_reports_scaling_and_vllm_in_one_run(ray_cluster, capsys):
         assert entry["rows"] == 24 and entry["engines"] == int(engines)
         assert len(entry["per_engine_busy_seconds"]) == int(engines)
         assert entry["wall_seconds"] > 0 and entry["engine_busy_seconds"] > 0
+        # Seconds are rounded to the millisecond: a tiny run's busy time is ~0.07 s.
         assert entry["wall_over_busy"] == pytest.approx(
-            entry["wall_seconds"] / entry["engine_busy_seconds"], rel=0.01
+            entry["wall_seconds"] / entry["engine_busy_seconds"], rel=0.02
         )
     assert report["pipeline"]["scaling"] == pytest.approx(
         by_engines["2"]["rows_per_s"] / by_engines["1"]["rows_per_s"], rel=0.01
