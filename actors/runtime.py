@@ -23,6 +23,8 @@ def init_ray(cluster: Any, *, quiet: bool = False) -> bool:
     """
     if ray.is_initialized():
         return False
+    if quiet:
+        _drop_benign_raylet_warnings()
     quiet_kwargs = {"log_to_driver": False, "logging_level": logging.ERROR} if quiet else {}
     if cluster.address:
         ray.init(address=cluster.address, **quiet_kwargs)
@@ -32,6 +34,31 @@ def init_ray(cluster: Any, *, quiet: bool = False) -> bool:
         ray.init(num_cpus=cluster.num_cpus, include_dashboard=False, **quiet_kwargs)
         return True
     return False
+
+
+# Raylet warnings every driver is sent whatever log_to_driver says, that ask nothing of the
+# user: a 2-CPU machine starting the trainer's and Ray Data's actors trips this one.
+_BENIGN_RAYLET_WARNINGS = ("PYTHON worker processes have been started",)
+
+
+def _drop_benign_raylet_warnings() -> None:
+    """Filter the driver's printer of raylet messages (Ray has no setting for it); every other
+    raylet message, errors included, still reaches the console."""
+    worker = ray._private.worker
+    printer = getattr(worker, "print_to_stdstream", None)
+    if printer is None or getattr(printer, "selfevo_filtered", False):
+        return
+
+    def filtered(data: dict, ignore_prefix: bool) -> None:
+        lines = data.get("lines") or []
+        if data.get("pid") == "raylet" and any(
+            benign in line for line in lines for benign in _BENIGN_RAYLET_WARNINGS
+        ):
+            return
+        printer(data, ignore_prefix)
+
+    filtered.selfevo_filtered = True
+    worker.print_to_stdstream = filtered
 
 
 def copy_ray_logs(destination: Path) -> Path | None:
