@@ -116,8 +116,10 @@ class _Progress:
     """Prints rows done per stage, rows/s and time left, every ``interval`` seconds in which
     some row moved (a stalled pipeline does not repeat itself)."""
 
-    def __init__(self, router: Any, labels: list[str], total: int, interval: float, emit: Callable):
-        self.router, self.labels, self.total = router, labels, total
+    def __init__(
+        self, router: Any, labels: list[str], total: int, interval: float, emit: Callable, name: str
+    ):
+        self.router, self.labels, self.total, self.name = router, labels, total, name
         self.interval, self.emit = interval, emit
         self.done = 0
         self._last: tuple | None = None
@@ -151,9 +153,8 @@ class _Progress:
         rate = self.done / elapsed if elapsed > 0 else 0.0
         left = f"{(self.total - self.done) / rate:.0f}s" if rate > 0 else "?"
         stages = " | ".join(f"{label} {per_stage.get(label, 0)}" for label in self.labels)
-        self.emit(
-            f"[pipeline] {stages} | done {self.done}/{self.total} ({rate:.1f} rows/s, {left} left)"
-        )
+        done = f"done {self.done}/{self.total} ({rate:.1f} rows/s, {left} left)"
+        self.emit(f"[{self.name}] {stages} | {done}")
 
 
 def _quiet_ray_data() -> None:
@@ -189,6 +190,7 @@ def run_pipeline(
     template_set: str = "default",
     batch_size: int = 32,
     progress_interval_s: float = 10.0,
+    progress_name: str = "pipeline",
     emit: Callable[[str], None] = print,
 ) -> PipelineResult:
     """Run ``records`` through ``chain`` on the engine pool behind ``router``.
@@ -217,7 +219,8 @@ def run_pipeline(
         batch_size,
     )
     output_path = out_dir / "output.parquet"
-    with _Progress(router, labels, len(records), progress_interval_s, emit) as progress:
+    progress_args = (router, labels, len(records), progress_interval_s, emit, progress_name)
+    with _Progress(*progress_args) as progress:
         seen, counts = _write_output(dataset, output_path, progress)
     _check_accounting(input_ids, seen)
     return PipelineResult(
@@ -239,7 +242,10 @@ def run_configured(
     feedback_params: GenerationParams,
     emit: Callable[[str], None] = print,
 ) -> list[Record]:
-    """:func:`run_pipeline` with ``config``'s template set and batch size; the rows out."""
+    """:func:`run_pipeline` with ``config``'s template set and batch size; the rows out.
+
+    Its progress lines are named after the output's last three folders (``run/round1/critique``),
+    so no two steps' lines read alike."""
     result = run_pipeline(
         records,
         router,
@@ -250,6 +256,7 @@ def run_configured(
         template_set=config.recipe.template_set,
         batch_size=config.engine.max_batch_size,
         emit=emit,
+        progress_name="/".join(Path(out_dir).parts[-3:]),
     )
     return read_records(result.output_path)
 
