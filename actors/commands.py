@@ -6,8 +6,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from actors.evaluate import evaluate, refine
 from actors.models import full_weights
 from actors.pipeline import run_configured
@@ -17,7 +15,7 @@ from selfevo import datasets
 from selfevo.config import SelfEvoConfig
 from selfevo.generation import GenerationParams
 from selfevo.readers import read_prompts
-from selfevo.records import status_counts, table_to_records
+from selfevo.records import read_records, status_counts
 from selfevo.stages import expand_samples, self_chain
 from selfevo.tasks import resolve_model
 
@@ -31,7 +29,7 @@ def export_records(parquet_path: Path, output: Path) -> None:
     if output.suffix != ".jsonl":
         raise ValueError(f"--output must end in .jsonl or .parquet, got {output.name}")
     with output.open("w") as sink:
-        for record in table_to_records(pq.read_table(parquet_path)):
+        for record in read_records(parquet_path):
             row = record.to_row()
             row["scores"], row["meta"] = dict(record.scores), dict(record.meta)
             sink.write(json.dumps(row) + "\n")

@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 
 from selfevo import datasets, isheep
 from selfevo.evaluation import filter_quality
-from selfevo.recipes import steps
 from selfevo.recipes.base import Recipe, RunContext, StepResult
+from selfevo.recipes.steps import SHARED, filtered, round_chain
 from selfevo.records import Record, status_counts
 from selfevo.stages import ASSESS_FOLLOWING, ASSESS_QUALITY, GENERATE, chain_of, expand_samples
 from selfevo.training import TrainExample, examples_from_records
@@ -88,14 +88,14 @@ def generate(ctx: RunContext, index: int) -> StepResult:
         )
     records = expand_samples(prompts, ctx.config.sampling.n, index)
     answer = chain_of(GENERATE)
-    records, outputs = steps.round_chain(ctx, index, "generate", records, answer, ctx.params)
+    records, outputs = round_chain(ctx, index, "generate", records, answer, ctx.params)
     return outputs, {"prompts": len(prompts), **status_counts(records)}
 
 
 def assess(ctx: RunContext, index: int) -> StepResult:
     records = ctx.records_of(f"round{index}.generate")
     scores = chain_of(ASSESS_QUALITY, ASSESS_FOLLOWING)
-    records, outputs = steps.round_chain(ctx, index, "assess", records, scores, ctx.feedback_params)
+    records, outputs = round_chain(ctx, index, "assess", records, scores, ctx.feedback_params)
     return outputs, status_counts(records)
 
 
@@ -106,7 +106,7 @@ def filter_by_scores(ctx: RunContext, index: int) -> StepResult:
         isheep.score_filter(record, recipe.quality_threshold, recipe.following_threshold)
     quality = {**filter_quality(records), **isheep.score_quality(records)}
     quality.pop("judge", None)  # I-SHEEP has no critic: the filter is the scores
-    return steps.filtered(ctx, index, records, quality)
+    return filtered(ctx, index, records, quality)
 
 
 def meta_corpus(ctx: RunContext) -> list[TrainExample]:
@@ -152,7 +152,7 @@ RECIPE = Recipe(
     name="isheep",
     round_steps=("synthesize", "generate", "assess", "filter", "train", "handoff", "eval"),
     handlers={
-        **steps.SHARED,
+        **SHARED,
         "synthesize": synthesize,
         "generate": generate,
         "assess": assess,

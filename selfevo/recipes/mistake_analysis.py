@@ -16,8 +16,8 @@ The selection logic is in :mod:`selfevo.mistakes`. An optional warm-up
 from __future__ import annotations
 
 from selfevo import datasets, mistakes
-from selfevo.recipes import steps
 from selfevo.recipes.base import Recipe, RunContext, StepResult
+from selfevo.recipes.steps import SHARED, filtered, round_chain
 from selfevo.records import Record, status_counts
 from selfevo.stages import ANALYZE, GENERATE, INDUCE, chain_of
 from selfevo.training import TrainExample
@@ -27,15 +27,13 @@ def generate(ctx: RunContext, index: int) -> StepResult:
     prompts = datasets.pool_slice(ctx.config, index)
     rows = mistakes.round_rows(prompts, index)
     answer_and_induce = chain_of(GENERATE, INDUCE)
-    rows, outputs = steps.round_chain(ctx, index, "generate", rows, answer_and_induce, ctx.params)
+    rows, outputs = round_chain(ctx, index, "generate", rows, answer_and_induce, ctx.params)
     return outputs, {"prompts": len(prompts), **status_counts(rows)}
 
 
 def analyze(ctx: RunContext, index: int) -> StepResult:
     rows = ctx.records_of(f"round{index}.generate")
-    rows, outputs = steps.round_chain(
-        ctx, index, "analyze", rows, chain_of(ANALYZE), ctx.feedback_params
-    )
+    rows, outputs = round_chain(ctx, index, "analyze", rows, chain_of(ANALYZE), ctx.feedback_params)
     return outputs, status_counts(rows)
 
 
@@ -47,7 +45,7 @@ def filter_analyses(ctx: RunContext, index: int) -> StepResult:
         f"analyses of {quality['generated']} rows; induced responses wrong: "
         f"{quality['induced_wrong']}"
     )
-    return steps.filtered(ctx, index, rows, quality, line)
+    return filtered(ctx, index, rows, quality, line)
 
 
 def meta_corpus(ctx: RunContext) -> list[TrainExample]:
@@ -63,7 +61,7 @@ RECIPE = Recipe(
     name="mistake_analysis",
     round_steps=("generate", "analyze", "filter", "train", "handoff", "eval"),
     handlers={
-        **steps.SHARED,
+        **SHARED,
         "generate": generate,
         "analyze": analyze,
         "filter": filter_analyses,

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from selfevo import datasets
 from selfevo.evaluation import filter_quality
-from selfevo.recipes import steps
 from selfevo.recipes.base import Recipe, RunContext, StepResult
+from selfevo.recipes.steps import SHARED, filtered, round_chain
 from selfevo.records import Record, status_counts
 from selfevo.stages import FEEDBACK, GENERATE, REFINE, REJUDGE, expand_samples, finalize
 from selfevo.stages import self_chain as chain
@@ -32,7 +32,7 @@ def generate(ctx: RunContext, index: int) -> StepResult:
     prompts = datasets.pool_slice(ctx.config, index)
     records = expand_samples(prompts, ctx.config.sampling.n, index)
     answer = chain(0, [GENERATE], with_filter=False)
-    records, outputs = steps.round_chain(ctx, index, "generate", records, answer, ctx.params)
+    records, outputs = round_chain(ctx, index, "generate", records, answer, ctx.params)
     return outputs, {"prompts": len(prompts), **status_counts(records)}
 
 
@@ -44,9 +44,7 @@ def critique(ctx: RunContext, index: int) -> StepResult:
     feedback_and_refine = chain(
         recipe.max_refinements, stages, with_filter=False, judge_by=judge_by
     )
-    records, outputs = steps.round_chain(
-        ctx, index, "critique", records, feedback_and_refine, ctx.params
-    )
+    records, outputs = round_chain(ctx, index, "critique", records, feedback_and_refine, ctx.params)
     refined = sum(1 for r in records if r.refined_response is not None)
     return outputs, {"rows": len(records), "refined": refined, **status_counts(records)}
 
@@ -55,7 +53,7 @@ def filter_kept(ctx: RunContext, index: int) -> StepResult:
     records = ctx.records_of(f"round{index}.critique")
     for record in records:
         finalize(record)
-    return steps.filtered(ctx, index, records, filter_quality(records))
+    return filtered(ctx, index, records, filter_quality(records))
 
 
 def meta_corpus(ctx: RunContext) -> list[TrainExample]:
@@ -73,7 +71,7 @@ RECIPE = Recipe(
     name="self",
     round_steps=("generate", "critique", "filter", "train", "handoff", "eval"),
     handlers={
-        **steps.SHARED,
+        **SHARED,
         "generate": generate,
         "critique": critique,
         "filter": filter_kept,
