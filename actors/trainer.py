@@ -1,8 +1,10 @@
 """Supervised fine-tuning with Ray Train and DeepSpeed ZeRO (stage 0, 2 or 3).
 
-The training set (a Parquet file of :class:`selfevo.training.TrainExample` rows) is read
-lazily, tokenised by a Ray Data step and streamed to the workers with ``get_dataset_shard``.
-Each example is tokenised exactly as the engines prompt: the prompt ids of
+The training set (a Parquet file of :class:`selfevo.training.TrainExample` rows) streams to
+the workers through Ray Data (``get_dataset_shard``); each worker tokenises its batches as
+they arrive, with the tokenizer it loads anyway (a separate tokenising actor cost ~8 s of
+start-up per fine-tuning on CPU, more than a reduced run's training steps). Each example is
+tokenised exactly as the engines prompt: the prompt ids of
 :func:`actors.models.encode_prompt` on :func:`selfevo.templates.render_prompt`'s text, then
 the target ids; the loss covers target tokens only. Sequences over ``model.max_seq_len`` are
 cut at the end and counted in the metrics.
@@ -12,7 +14,8 @@ fp32 on CPU and bf16 on GPU; the optimizer is AdamW and the schedule is ours
 (:func:`selfevo.training.learning_rate_at`). Every ``train.checkpoint_every_steps`` the workers
 save a DeepSpeed checkpoint and report it to Ray Train; a run restarted after a worker dies
 (``FailureConfig``) resumes from the last one. Those resume checkpoints are DeepSpeed's own
-format, written and read only by the run itself. The output is an ordinary Hugging Face
+format, written and read only by the run itself, and deleted once the fine-tuning is done
+(at 70B they hold ~1 TB). The output is an ordinary Hugging Face
 checkpoint in safetensors (ZeRO-3 shards consolidated), reloaded and compared against the
 in-memory model's logits before the run is called done.
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -37,6 +41,9 @@ from selfevo.training import TrainExample, deepspeed_config, learning_rate_at
 
 IGNORE = -100
 DONE_FILE = "train_summary.json"
+FINAL_FILE = "final_step.json"  # rank 0's last word: steps done, the checkpoint, its check
+RAY_TRAIN_DIR = "ray_train"  # Ray Train's storage folder inside a training's output_dir
+RESUME_PREFIX = "resume_step"
 PROBE_TEXT = "### Request:\nSay hello.\n\n### Response:\nHello, world."
 LOGIT_TOLERANCE = 1e-4
 _EXAMPLE_SCHEMA = pa.schema(
@@ -91,27 +98,18 @@ def tokenize_example(
 
 
 class Tokenize:
-    """Ray Data UDF: training-set rows -> input_ids / labels."""
+    """A batch of training-set rows (Arrow) -> (input_ids, labels, truncated, id) per row."""
 
-    def __init__(self, tokenizer_path: str, max_len: int):
-        from actors.models import load_tokenizer
+    def __init__(self, tokenizer: Any, max_len: int):
+        self.tokenizer, self.max_len = tokenizer, max_len
 
-        self.tokenizer = load_tokenizer(tokenizer_path)
-        self.max_len = max_len
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, list] = {
-            "id": list(batch["id"]),
-            "input_ids": [],
-            "labels": [],
-            "truncated": [],
-        }
-        for messages, target in zip(batch["messages"], batch["target"], strict=True):
-            parsed = [Message(m["role"], m["content"]) for m in messages]
-            row = tokenize_example(self.tokenizer, parsed, target, self.max_len)
-            for key in ("input_ids", "labels", "truncated"):
-                out[key].append(row[key])
-        return out
+    def __call__(self, batch: pa.Table) -> list[tuple[list[int], list[int], bool, str]]:
+        rows = []
+        for row in batch.select(["id", "messages", "target"]).to_pylist():
+            messages = [Message(m["role"], m["content"]) for m in row["messages"]]
+            out = tokenize_example(self.tokenizer, messages, row["target"], self.max_len)
+            rows.append((out["input_ids"], out["labels"], out["truncated"], row["id"]))
+        return rows
 
 
 def masked_loss_sum(logits: Any, labels: Any) -> tuple[Any, Any]:
@@ -145,13 +143,13 @@ def collate(rows: list[tuple[list[int], list[int]]], pad_id: int, device: str) -
     }
 
 
-def _micro_batches(shard: Any, micro_batch: int, group_by_length: bool, group: int = 8):
-    """Micro-batches in the shard's order, or, with ``group_by_length``, of similar length
-    (rows sorted by length within groups of ``group`` micro-batches)."""
-    for batch in shard.iter_batches(batch_size=micro_batch * group, batch_format="numpy"):
-        rows = list(
-            zip(batch["input_ids"], batch["labels"], batch["truncated"], batch["id"], strict=True)
-        )
+def _micro_batches(
+    shard: Any, micro_batch: int, group_by_length: bool, tokenize: Tokenize, group: int = 8
+):
+    """Tokenised micro-batches in the shard's order, or, with ``group_by_length``, of similar
+    length (rows sorted by length within groups of ``group`` micro-batches)."""
+    for batch in shard.iter_batches(batch_size=micro_batch * group, batch_format="pyarrow"):
+        rows = tokenize(batch)
         if group_by_length:
             rows.sort(key=lambda row: len(row[0]))
         for start in range(0, len(rows), micro_batch):
@@ -207,7 +205,7 @@ def _save_resume_checkpoint(engine: Any, state: dict[str, int], metrics: dict[st
         ray.train.report(
             metrics,
             checkpoint=ray.train.Checkpoint.from_directory(directory),
-            checkpoint_dir_name=f"resume_step{state['step']:07d}",
+            checkpoint_dir_name=f"{RESUME_PREFIX}{state['step']:07d}",
         )
 
 
@@ -315,11 +313,12 @@ def train_loop(cfg: dict[str, Any]) -> None:
             f"and reload-checked in {time.perf_counter() - saving:.1f}s",
             flush=True,
         )
-        # The HF checkpoint is the run's Ray Train checkpoint too.
-        checkpoint = ray.train.Checkpoint.from_directory(summary["hf_checkpoint"])
-        ray.train.report(final, checkpoint=checkpoint)
-    else:
-        ray.train.report(final)
+        # Written beside the model, not reported as a Ray Train checkpoint: Ray would copy
+        # the checkpoint into its storage folder, a second copy of every round's model (140 GB
+        # a round at 70B). Ray Train's result keeps only a checkpoint's metrics, so the
+        # driver reads these from the file.
+        (Path(cfg["output_dir"]) / FINAL_FILE).write_text(json.dumps(final))
+    ray.train.report(final)
 
 
 @dataclass
@@ -383,7 +382,9 @@ def _new_window() -> dict[str, float]:
 def _train_epoch(cfg: dict[str, Any], worker: _Worker, shard: Any) -> None:
     """One pass over the worker's shard, skipping micro-batches consumed before a restart."""
     state, total = worker.state, cfg["total_steps"]
-    for rows in _micro_batches(shard, cfg["micro_batch_size"], cfg["group_by_length"]):
+    tokenize = Tokenize(worker.tokenizer, cfg["max_seq_len"])
+    batches = _micro_batches(shard, cfg["micro_batch_size"], cfg["group_by_length"], tokenize)
+    for rows in batches:
         worker.micro_seen += 1
         if worker.micro_seen <= state["micro_step"]:
             continue  # consumed before the restart
@@ -524,10 +525,12 @@ def train(
     loop_config = _loop_config(config, model_path, tokenizer_path, output_dir, steps)
     if learning_rate:
         loop_config["learning_rate"] = learning_rate
-    dataset = _tokenized(training_set, tokenizer_path, config.model.max_seq_len)
+    dataset = _training_dataset(training_set)
     started = time.perf_counter()
-    result = _torch_trainer(config, loop_config, dataset, output_dir).fit()
-    final = result.metrics or {}
+    (output_dir / FINAL_FILE).unlink(missing_ok=True)
+    _torch_trainer(config, loop_config, dataset, output_dir).fit()
+    final = json.loads((output_dir / FINAL_FILE).read_text())
+    _drop_resume_checkpoints(output_dir)
     metrics_file = output_dir / "metrics.jsonl"
     losses = (
         [json.loads(line)["loss"] for line in metrics_file.read_text().splitlines()]
@@ -536,8 +539,8 @@ def train(
     )
     summary = TrainSummary(
         output_dir=str(output_dir),
-        hf_checkpoint=final.get("hf_checkpoint", str(output_dir / "hf")),
-        steps=int(final.get("step", steps)),
+        hf_checkpoint=final["hf_checkpoint"],
+        steps=int(final["step"]),
         examples=examples,
         final_loss=losses[-1] if losses else None,
         wall_seconds=time.perf_counter() - started,
@@ -547,6 +550,13 @@ def train(
     return summary
 
 
+def _drop_resume_checkpoints(output_dir: Path) -> None:
+    """Once the HF checkpoint is saved and checked, the DeepSpeed resume checkpoints (model,
+    gradients' and optimizer's shards: ~16 bytes a parameter, 1.1 TB at 70B) only take space."""
+    for checkpoint in (output_dir / RAY_TRAIN_DIR).glob(f"{RESUME_PREFIX}*"):
+        shutil.rmtree(checkpoint)
+
+
 def total_steps(train_cfg: Any, examples: int) -> int:
     """Optimizer steps for ``examples`` over ``train.epochs`` (capped by ``train.max_steps``)."""
     per_step = train_cfg.micro_batch_size * train_cfg.gradient_accumulation_steps
@@ -554,24 +564,17 @@ def total_steps(train_cfg: Any, examples: int) -> int:
     return min(steps, train_cfg.max_steps) if train_cfg.max_steps > 0 else steps
 
 
-def _tokenized(training_set: str | Path, tokenizer_path: str, max_len: int) -> Any:
-    """The examples as a Ray dataset, tokenised as it streams.
+def _training_dataset(training_set: str | Path) -> Any:
+    """The examples as a Ray dataset, in the file's order (the workers tokenise them).
 
     No read tasks: the workers hold the CPUs the (sleeping) engines leave, and Ray Data's
-    1-CPU file-listing task would wait forever beside them. The examples table is small next
-    to the model (text only); tokenisation still streams, in a zero-CPU actor.
+    1-CPU file-listing task would wait forever beside them. The examples table is text only,
+    small next to the model.
     """
     import ray.data
 
     table = pq.read_table(training_set)
-    blocks = [table.slice(i, 1024) for i in range(0, table.num_rows, 1024)]
-    return ray.data.from_arrow(blocks).map_batches(
-        Tokenize,
-        fn_constructor_kwargs={"tokenizer_path": tokenizer_path, "max_len": max_len},
-        batch_size=64,
-        compute=ray.data.ActorPoolStrategy(size=1),
-        num_cpus=0,
-    )
+    return ray.data.from_arrow([table.slice(i, 1024) for i in range(0, table.num_rows, 1024)])
 
 
 def _loop_config(
@@ -629,7 +632,7 @@ def _torch_trainer(
             placement_strategy=TRAINER_STRATEGY,
         ),
         run_config=ray.train.RunConfig(
-            name="ray_train",
+            name=RAY_TRAIN_DIR,
             storage_path=str(output_dir),
             failure_config=ray.train.FailureConfig(max_failures=train_cfg.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),

@@ -23,6 +23,8 @@ from actors.models import build_tiny_llama, load_model, load_tokenizer  # noqa: 
 from actors.trainer import (  # noqa: E402
     IGNORE,
     PROBE_TEXT,
+    Tokenize,
+    _examples_table,
     _micro_batches,
     masked_loss_sum,
     tokenize_example,
@@ -98,6 +100,8 @@ def test_two_workers_learn_and_the_checkpoint_matches_memory(stage, zero_runs, w
     assert all(m["tokens_per_s"] > 0 and m["lr"] > 0 for m in metrics)
     hf = root / f"zero{stage}" / "hf"
     assert (hf / "model.safetensors").is_file() and not list(hf.glob("*.bin"))
+    # One copy of the model: Ray Train's storage folder holds no second one.
+    assert not list((root / f"zero{stage}" / "ray_train").rglob("*.safetensors"))
     # The in-memory logits were written by the trained model itself; reload and compare here.
     from safetensors.torch import load_file
 
@@ -170,33 +174,31 @@ def test_loss_covers_target_tokens_only(workspace):
 
 
 class _Shard:
-    """Stands in for a Ray Data shard: ``iter_batches`` over rows whose lengths alternate."""
+    """Stands in for a Ray Data shard (``iter_batches`` in Arrow): training-set rows whose
+    targets alternate between a short and a long one."""
 
     def __init__(self, count: int):
-        self.rows = [([0] * (3 if i % 2 else 9), f"id{i}") for i in range(count)]
+        self.table = _examples_table(
+            [
+                TrainExample(f"id{i}", (Message("user", "1+1="),), "2" if i % 2 else "2" * 7)
+                for i in range(count)
+            ]
+        )
 
     def iter_batches(self, batch_size, batch_format):
-        import numpy as np
-
-        for start in range(0, len(self.rows), batch_size):
-            chunk = self.rows[start : start + batch_size]
-            ids = np.empty(len(chunk), dtype=object)
-            ids[:] = [r[0] for r in chunk]
-            yield {
-                "input_ids": ids,
-                "labels": ids,
-                "truncated": np.zeros(len(chunk), dtype=bool),
-                "id": np.array([r[1] for r in chunk]),
-            }
+        assert batch_format == "pyarrow"
+        for start in range(0, self.table.num_rows, batch_size):
+            yield self.table.slice(start, batch_size)
 
 
-def test_micro_batches_keep_the_shuffled_order_unless_grouped_by_length():
+def test_micro_batches_keep_the_shuffled_order_unless_grouped_by_length(workspace):
     """A mixed corpus stays mixed within each micro-batch by default; grouping by length puts
     the short rows together (the throughput option, and why it is off by default)."""
-    plain = list(_micro_batches(_Shard(64), 4, group_by_length=False))
+    tokenize = Tokenize(load_tokenizer(workspace[1]), 64)
+    plain = list(_micro_batches(_Shard(64), 4, False, tokenize))
     assert [row[3] for batch in plain for row in batch] == [f"id{i}" for i in range(64)]
-    assert all({len(row[0]) for row in batch} == {3, 9} for batch in plain)
-    grouped = list(_micro_batches(_Shard(64), 4, group_by_length=True))
+    assert all(len({len(row[0]) for row in batch}) == 2 for batch in plain)
+    grouped = list(_micro_batches(_Shard(64), 4, True, tokenize))
     assert sorted(row[3] for batch in grouped for row in batch) == sorted(
         f"id{i}" for i in range(64)
     )
@@ -297,6 +299,7 @@ def test_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, workspace):
     restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
     resumed_from = steps[restart] - 1
     assert resumed_from > 0 and resumed_from % 4 == 0, f"resumed after step {resumed_from}"
+    assert not list((out / "ray_train").glob("resume_step*")), "resume checkpoints left behind"
 
 
 def test_zero3_with_offload_and_gradient_checkpointing(ray_cluster, workspace):
