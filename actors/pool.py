@@ -243,6 +243,10 @@ class EngineRouter:
     def engine_handles(self) -> list[Any]:
         return list(self.engines)
 
+    def requests_in_flight(self) -> list[int]:
+        """Generate calls each engine is serving now."""
+        return list(self.in_flight)
+
 
 class EnginePool:
     """The driver's handle on the router: place engines, generate, hand over weights, stop.

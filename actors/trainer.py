@@ -303,6 +303,8 @@ def train_loop(cfg: dict[str, Any]) -> None:
     looping = time.perf_counter()
     shard = ray.train.get_dataset_shard("train")
     for _ in range(cfg["epochs"]):
+        if worker.state["step"] >= cfg["total_steps"]:
+            break  # train.max_steps reached: each further pass would restart the data stream
         _train_epoch(cfg, worker, shard)
     saving = time.perf_counter()
     summary = _save_hf_checkpoint(worker.engine, worker.tokenizer, cfg, worker.rank, worker.device)

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REQUIRE_VLLM
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,9 +104,21 @@ def _job_status(url: str, job_id: str) -> str:
     return client.get_job_status(job_id).value
 
 
+def _engine_backend() -> list[str]:
+    """vLLM engines where vLLM is installed (the cluster's set-up), else the HF engine."""
+    from actors.engine_vllm import vllm_available
+
+    if vllm_available() or REQUIRE_VLLM:
+        return ["engine.backend=vllm", "engine.enforce_eager=true"]
+    return ["engine.backend=hf"]
+
+
 def test_ray_job_submit_runs_the_reduced_demo(ray_head, tmp_path, reduced_demo):
+    """The reduced demo as a job, on vLLM engines where vLLM is installed: the whole SELF
+    round on the cluster's stack, the weights handed from the trainer to the engines."""
     job_id = f"selfevo-e2e-{os.getpid()}"
-    overrides = [*reduced_demo, f"run.output_dir={tmp_path}", "run.name=job"]
+    backend = _engine_backend()
+    overrides = [*reduced_demo, *backend, f"run.output_dir={tmp_path}", "run.name=job"]
     submit = [
         sys.executable, "-m", "ray.scripts.scripts", "job", "submit",
         f"--address={ray_head}", "--working-dir=.", "--runtime-env=launch/runtime_env.yaml",
@@ -127,7 +141,11 @@ def test_ray_job_submit_runs_the_reduced_demo(ray_head, tmp_path, reduced_demo):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert [entry["round"] for entry in summary["rounds"]] == [0, 1]
     assert summary["rounds"][1]["generated"] == 48
+    assert all(0.0 <= entry["direct_acc"] <= 1.0 for entry in summary["rounds"])
     assert (run_dir / "round1/model/hf/model.safetensors").is_file()
+    handoff = next(s for s in manifest["steps"] if s["name"] == "round1.handoff")
+    assert handoff["metrics"]["backends"] == [backend[0].split("=")[1]]
+    assert handoff["metrics"]["engines_awake"] == handoff["metrics"]["engines"] == 1
 
 
 def test_submit_helper_follows_a_failed_job_and_exits_1(ray_head, tmp_path):
