@@ -74,33 +74,40 @@ class StageWorker:
             for record in records:
                 finalize(record, judged=self.judged)
         else:
-            await self._generate(records)
+            await run_stage(self.stage, records, self.router, self.params, self.template_set)
         table = records_to_table(records)
         # Named by the batch's ids, so a retried batch overwrites instead of duplicating.
         pq.write_table(table, self.out_dir / f"{_batch_name(table)}.parquet")
         self.router.report.remote(self.label, len(records))
         return table
 
-    async def _generate(self, records: list[Record]) -> None:
-        chosen = [r for r in records if self.stage.select(r)]
-        if not chosen:
-            return
-        prompts = [self.stage.messages(r, self.template_set) for r in chosen]
-        params = self.params
-        if not params.greedy and params.seed is not None:
-            # A seed per batch, from its rows: sampling repeats exactly on a resumed run,
-            # whichever engine serves the batch and in whatever order batches arrive.
-            ids = "\n".join(r.id for r in chosen)
-            digest = hashlib.sha1(f"{params.seed}:{self.stage.name}:{ids}".encode()).hexdigest()
-            params = params.with_(seed=int(digest[:8], 16))
-        try:
-            completions = await self.router.generate.remote(prompts, params)
-        except Exception as exc:  # the pool gave up on this batch: account for every row
-            for record in chosen:
-                record.reject(Reject.ENGINE_ERROR, f"{self.stage.name}: {exc}"[:500])
-            return
-        for record, outputs in zip(chosen, completions, strict=True):
-            self.stage.apply(record, outputs[0], self.params.max_new_tokens)
+
+async def run_stage(
+    stage: Stage, records: list[Record], router: Any, params: GenerationParams, template_set: str
+) -> None:
+    """One stage over ``records`` in place: the rows it selects, in one call to the pool.
+
+    A batch the pool gives up on is not lost: each of its rows is rejected with the reason.
+    """
+    chosen = [r for r in records if stage.select(r)]
+    if not chosen:
+        return
+    prompts = [stage.messages(r, template_set) for r in chosen]
+    call_params = params
+    if not params.greedy and params.seed is not None:
+        # A seed per batch, from its rows: sampling repeats exactly on a resumed run,
+        # whichever engine serves the batch and in whatever order batches arrive.
+        ids = "\n".join(r.id for r in chosen)
+        digest = hashlib.sha1(f"{params.seed}:{stage.name}:{ids}".encode()).hexdigest()
+        call_params = params.with_(seed=int(digest[:8], 16))
+    try:
+        completions = await router.generate.remote(prompts, call_params)
+    except Exception as exc:  # the pool gave up on this batch: account for every row
+        for record in chosen:
+            record.reject(Reject.ENGINE_ERROR, f"{stage.name}: {exc}"[:500])
+        return
+    for record, outputs in zip(chosen, completions, strict=True):
+        stage.apply(record, outputs[0], params.max_new_tokens)
 
 
 @dataclass

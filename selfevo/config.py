@@ -302,6 +302,26 @@ class ClusterConfig:
 
 
 @dataclass
+class ServeConfig:
+    # Where `selfevo serve` listens: this machine only unless host says otherwise.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # The environment variable holding the API key: when it is set, every request must bring
+    # it (Authorization: Bearer ...); null never asks for one. The key is never logged or
+    # written to disk.
+    api_key_env: str | None = "SELFEVO_SERVE_API_KEY"
+    # What one request may ask for.
+    max_prompt_chars: int = 16000
+    max_tokens: int = 1024
+    max_n: int = 16
+    # Critique-and-refine steps at most in the +refine modes (a request may ask for fewer).
+    refine_steps: int = 2
+    # Requests answered at once; beyond them up to max_queued_requests wait, the rest get 503.
+    max_concurrent_requests: int = 256
+    max_queued_requests: int = 1024
+
+
+@dataclass
 class SelfEvoConfig:
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -312,6 +332,7 @@ class SelfEvoConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 # (dotted key, predicate, what is expected) checked after the merge.
@@ -367,6 +388,13 @@ _RULES: list[tuple[str, Any, str]] = [
     ("cluster.cpus_per_node", lambda v: v >= 0, "an integer >= 0 (0: unchecked)"),
     ("engine.max_num_seqs", lambda v: v >= 1, "an integer >= 1"),
     ("engine.cpu_kvcache_gib", lambda v: v > 0, "a number > 0"),
+    ("serve.port", lambda v: 1 <= v <= 65535, "a port in [1, 65535]"),
+    ("serve.max_prompt_chars", lambda v: v >= 1, "an integer >= 1"),
+    ("serve.max_tokens", lambda v: v >= 1, "an integer >= 1"),
+    ("serve.max_n", lambda v: v >= 1, "an integer >= 1"),
+    ("serve.refine_steps", lambda v: v >= 0, "an integer >= 0"),
+    ("serve.max_concurrent_requests", lambda v: v >= 1, "an integer >= 1"),
+    ("serve.max_queued_requests", lambda v: v >= 0, "an integer >= 0"),
 ]
 
 

@@ -4,6 +4,7 @@
 - :mod:`~selfevo.cli.models`: ``generate``, ``refine``, ``eval``, ``judge``, ``train``
 - :mod:`~selfevo.cli.data`: ``data check``, ``score``
 - :mod:`~selfevo.cli.bench`: ``bench generate``, ``bench train``
+- :mod:`~selfevo.cli.serve`: ``serve``
 - tasks' own groups (:data:`selfevo.tasks.COMMAND_GROUPS`): ``demo seed``
 
 Every command that takes a config takes it the same way: ``[CONFIG] [key=value ...]``.
@@ -19,12 +20,12 @@ import importlib
 import sys
 
 from selfevo import __version__
-from selfevo.cli import bench, data, models, run
+from selfevo.cli import bench, data, models, run, serve
 from selfevo.config import ConfigError
 from selfevo.readers import DataError
 from selfevo.tasks import COMMAND_GROUPS
 
-GROUPS = (run, models, data, bench)
+GROUPS = (run, models, data, bench, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

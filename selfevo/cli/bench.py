@@ -1,4 +1,4 @@
-"""``selfevo bench generate`` and ``selfevo bench train``: the project's speed measurements."""
+"""``selfevo bench generate``, ``bench train`` and ``bench serve``: speed measurements."""
 
 from __future__ import annotations
 
@@ -38,6 +38,16 @@ def register(commands) -> None:
     train.add_argument("--peak-tflops", type=float, default=0.0, help="for MFU on GPU")
     train.set_defaults(func=cmd_bench_train)
 
+    served = what.add_parser(
+        "serve", help="selfevo serve's output tokens/s and latency against its pool's offline rate"
+    )
+    served.add_argument("--json", action="store_true", help="print the report as JSON")
+    served.add_argument("--prompts", type=int, default=512)
+    served.add_argument("--clients", type=int, default=32, help="concurrent clients")
+    served.add_argument("--max-new-tokens", type=int, default=32)
+    served.add_argument("--backend", default="hf", choices=["hf", "vllm"])
+    served.set_defaults(func=cmd_bench_serve)
+
 
 def cmd_bench_generate(args: argparse.Namespace) -> int:
     with stderr_for_libraries():
@@ -66,6 +76,20 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
             steps=args.steps,
             use_gpu=args.gpu,
             peak_tflops=args.peak_tflops,
+        )
+    print(json.dumps(report, indent=2 if args.json else None))
+    return 0
+
+
+def cmd_bench_serve(args: argparse.Namespace) -> int:
+    with stderr_for_libraries():
+        from actors import bench_serve
+
+        report = bench_serve.run(
+            prompts=args.prompts,
+            clients=args.clients,
+            max_new_tokens=args.max_new_tokens,
+            backend=args.backend,
         )
     print(json.dumps(report, indent=2 if args.json else None))
     return 0

@@ -1,0 +1,65 @@
+"""``selfevo serve``: a run's models, or one model, behind an OpenAI-compatible endpoint."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+from pathlib import Path
+
+from selfevo.cli.common import (
+    add_config_arguments,
+    configs_and_overrides,
+    progress,
+    stderr_for_libraries,
+)
+from selfevo.config import SelfEvoConfig, load_config, split_configs_and_overrides
+
+TARGET_HELP = (
+    "a run directory (serves round0..roundN and best; its config.yaml is the base config) "
+    "or a model: checkpoint dir or hub name, served under that name"
+)
+
+
+def register(commands) -> None:
+    parser = commands.add_parser(
+        "serve", help="serve a run's models (or one model) over the OpenAI chat API"
+    )
+    parser.add_argument("target", metavar="RUN_DIR|MODEL", help=TARGET_HELP)
+    add_config_arguments(parser, "serve.port=8000")
+    parser.set_defaults(func=cmd_serve)
+
+
+def served_models(target: str, words: list[str]) -> tuple[SelfEvoConfig, dict[str, str]]:
+    """The config and the served names -> checkpoints, for a run directory or one model."""
+    from selfevo.serving import run_models
+    from selfevo.tasks import resolve_model
+
+    run_config = Path(target) / "config.yaml"
+    if (Path(target) / "manifest.json").is_file() and run_config.is_file():
+        configs, overrides = split_configs_and_overrides(words)
+        config = load_config([str(run_config), *configs], overrides)
+        return config, run_models(target, resolve_model(config.model.name_or_path))
+    config = load_config(*configs_and_overrides(words))
+    return config, {target: resolve_model(target)}
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config, models = served_models(args.target, args.words)
+    with stderr_for_libraries():
+        from actors.serve import start_serving
+
+        served = start_serving(config, models, emit=progress)
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        progress("[serve] stopping")
+    finally:
+        served.stop()
+    return 0
