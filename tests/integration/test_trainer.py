@@ -244,24 +244,35 @@ def test_lora_adapter_trains_and_merges(ray_cluster, workspace):
     assert not torch.allclose(merged, base, atol=1e-3)
 
 
-def _train_worker_pids() -> list[int]:
-    """This machine's live Ray Train worker processes (Ray titles them ``ray::RayTrainWorker``)."""
+def _train_worker_pids(raylet_pid: int) -> list[int]:
+    """This cluster's live Ray Train worker processes (Ray titles them ``ray::RayTrainWorker``
+    and starts them from the raylet; another cluster on the machine has its own raylet)."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(
+            if not proc.name.isdigit():
+                continue
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if parent == raylet_pid and (proc / "cmdline").read_bytes().startswith(
                 b"ray::RayTrainWorker"
             ):
                 pids.append(int(proc.name))
-        except OSError:  # the process ended while we looked
+        except (OSError, ValueError, IndexError):  # the process ended while we looked
             continue
     return pids
+
+
+def _raylet_pid(ray) -> int:
+    """The pid of this cluster's raylet: every worker process's parent. (A lambda: Ray ships
+    it by value, where a test module's function would need the module on the worker.)"""
+    return ray.get(ray.remote(num_cpus=0)(lambda: os.getppid()).remote())
 
 
 def test_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, workspace):
     root, model, data = workspace
     out = root / "killed"
     killed = {}
+    raylet = _raylet_pid(ray_cluster)
 
     def checkpoint_registered() -> bool:
         snapshot = out / "ray_train" / "checkpoint_manager_snapshot.json"
@@ -273,7 +284,7 @@ def test_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, workspace):
             metrics = out / "metrics.jsonl"
             steps_done = len(metrics.read_text().splitlines()) if metrics.exists() else 0
             if steps_done >= 6 and checkpoint_registered():
-                pid = max(_train_worker_pids())
+                pid = max(_train_worker_pids(raylet))
                 os.kill(pid, signal.SIGKILL)
                 killed["pid"] = pid
                 return
