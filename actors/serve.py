@@ -40,6 +40,7 @@ from selfevo.serving import (
     SC,
     ChatRequest,
     Choice,
+    ConcurrencyLimit,
     RequestError,
     ServeLimits,
     completion_body,
@@ -182,7 +183,11 @@ def key_digest(key: str) -> str:
 
 
 async def chat_completion(
-    raw_body: bytes, routers: dict[str, Any], limits: ServeLimits, settings: AnswerSettings
+    raw_body: bytes,
+    routers: dict[str, Any],
+    limits: ServeLimits,
+    settings: AnswerSettings,
+    concurrency: ConcurrencyLimit,
 ) -> tuple[int, Any, bool]:
     """A ``/v1/chat/completions`` call: (HTTP status, body, whether to stream it)."""
     try:
@@ -191,7 +196,11 @@ async def chat_completion(
         except ValueError as exc:
             raise RequestError(f"the body is not valid JSON: {exc}") from None
         request = parse_chat_request(body, routers, limits)
-        choices, usage, trace = await answer(request, routers[request.model], settings)
+        concurrency.enter()
+        try:
+            choices, usage, trace = await answer(request, routers[request.model], settings)
+        finally:
+            concurrency.leave()
     except RequestError as error:
         return error.status, error.body(), False
     result = completion_body(completion_id(), request.requested_name, choices, usage, trace)
@@ -222,15 +231,15 @@ def build_app(routers: dict[str, Any], config: SelfEvoConfig, key_sha256: str | 
     limits = ServeLimits(cfg.max_prompt_chars, cfg.max_tokens, cfg.max_n, cfg.refine_steps)
     settings = AnswerSettings.from_config(config)
 
+    # Serve lets a few more in than the limit, so that one over it gets our clear 429.
     @serve.deployment(
-        max_ongoing_requests=cfg.max_concurrent_requests,
-        max_queued_requests=cfg.max_queued_requests,
-        ray_actor_options={"num_cpus": 0},
+        max_ongoing_requests=cfg.max_concurrent_requests + 64, ray_actor_options={"num_cpus": 0}
     )
     @serve.ingress(app)
     class ChatApi:
         def __init__(self, routers: dict[str, Any]):
             self.routers, self.created = routers, int(time.time())
+            self.concurrency = ConcurrencyLimit(cfg.max_concurrent_requests)
 
         @app.get("/health")
         async def health(self) -> dict[str, str]:
@@ -249,7 +258,7 @@ def build_app(routers: dict[str, Any], config: SelfEvoConfig, key_sha256: str | 
         @app.post("/v1/chat/completions")
         async def chat(self, http: Request) -> Any:
             status, body, stream = await chat_completion(
-                await http.body(), self.routers, limits, settings
+                await http.body(), self.routers, limits, settings, self.concurrency
             )
             if stream:
                 return StreamingResponse(stream_chunks(body), media_type="text/event-stream")
@@ -268,26 +277,54 @@ class Served:
     pools: list[Any]
 
     def stop(self) -> None:
+        import contextlib
+
         from ray import serve
 
-        serve.shutdown()
+        with contextlib.suppress(Exception):  # stopping what may have half-started
+            serve.shutdown()
         for pool in self.pools:
             pool.shutdown()
 
 
 def start_serving(config: SelfEvoConfig, models: dict[str, str], emit=print) -> Served:
-    """Start an engine pool per distinct model, then the Serve application over them."""
+    """Start an engine pool per distinct model, then the Serve application over them.
+
+    Interrupted part-way (a failure, Ctrl-C, SIGTERM), it stops what it had started."""
     import os
 
     from ray import serve
 
-    from actors.models import full_weights
-    from actors.pool import EnginePool
     from actors.runtime import init_ray
 
     init_ray(config.cluster, quiet=True)
     key = os.environ.get(config.serve.api_key_env) if config.serve.api_key_env else None
     pools: dict[str, Any] = {}
+    try:
+        _start_pools(config, models, pools, emit)
+        routers = {name: pools[path].router for name, path in models.items()}
+        host, port = config.serve.host, config.serve.port
+        serve.start(http_options={"host": host, "port": port})
+        app = build_app(routers, config, key_digest(key) if key else None)
+        serve.run(app, name="selfevo", route_prefix="/", blocking=False)
+    except BaseException:
+        Served("", models, {}, list(pools.values())).stop()
+        raise
+    url = f"http://{host}:{port}/v1"
+    emit(
+        f"[serve] {url} serves {', '.join(models)} (add +refine, +sc or +refine+sc to a name)"
+        + ("; an API key is required" if key else "")
+    )
+    return Served(url, models, routers, list(pools.values()))
+
+
+def _start_pools(
+    config: SelfEvoConfig, models: dict[str, str], pools: dict[str, Any], emit
+) -> None:
+    """One pool per distinct checkpoint (``best`` shares its round's), into ``pools``."""
+    from actors.models import full_weights
+    from actors.pool import EnginePool
+
     for name, path in models.items():
         if path not in pools:
             emit(f"[serve] starting {config.engine.num_engines} engine(s) for {name}: {path}")
@@ -296,14 +333,3 @@ def start_serving(config: SelfEvoConfig, models: dict[str, str], emit=print) -> 
             )
     for pool in pools.values():
         pool.wait_ready()
-    routers = {name: pools[path].router for name, path in models.items()}
-    host, port = config.serve.host, config.serve.port
-    serve.start(http_options={"host": host, "port": port})
-    app = build_app(routers, config, key_digest(key) if key else None)
-    serve.run(app, name="selfevo", route_prefix="/", blocking=False)
-    url = f"http://{host}:{port}/v1"
-    emit(
-        f"[serve] {url} serves {', '.join(models)} (add +refine, +sc or +refine+sc to a name)"
-        + ("; an API key is required" if key else "")
-    )
-    return Served(url, models, routers, list(pools.values()))

@@ -316,9 +316,8 @@ class ServeConfig:
     max_n: int = 16
     # Critique-and-refine steps at most in the +refine modes (a request may ask for fewer).
     refine_steps: int = 2
-    # Requests answered at once; beyond them up to max_queued_requests wait, the rest get 503.
+    # Requests answered at once; one more gets 429 (OpenAI's clients retry it with backoff).
     max_concurrent_requests: int = 256
-    max_queued_requests: int = 1024
 
 
 @dataclass
@@ -394,7 +393,6 @@ _RULES: list[tuple[str, Any, str]] = [
     ("serve.max_n", lambda v: v >= 1, "an integer >= 1"),
     ("serve.refine_steps", lambda v: v >= 0, "an integer >= 0"),
     ("serve.max_concurrent_requests", lambda v: v >= 1, "an integer >= 1"),
-    ("serve.max_queued_requests", lambda v: v >= 0, "an integer >= 0"),
 ]
 
 

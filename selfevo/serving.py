@@ -56,8 +56,7 @@ class RequestError(ValueError):
 
     def body(self) -> dict[str, Any]:
         kind = "invalid_request_error" if self.status < 500 else "server_error"
-        if self.status == 401:
-            kind = "authentication_error"
+        kind = {401: "authentication_error", 429: "rate_limit_error"}.get(self.status, kind)
         return {
             "error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}
         }
@@ -249,6 +248,29 @@ def _refine_steps(extension: dict, mode: str, limits: ServeLimits) -> int:
         integer=True,
     )
     return limits.refine_steps if steps is None else steps
+
+
+class ConcurrencyLimit:
+    """At most ``limit`` requests answered at once; :meth:`enter` refuses one more with 429.
+
+    (Used from one event loop: no lock needed between the check and the count.)"""
+
+    def __init__(self, limit: int):
+        self.limit, self.active = limit, 0
+
+    def enter(self) -> None:
+        if self.active >= self.limit:
+            raise RequestError(
+                f"{self.active} requests are being answered, this server's limit "
+                f"(serve.max_concurrent_requests={self.limit}); retry shortly",
+                None,
+                429,
+                "rate_limit_exceeded",
+            )
+        self.active += 1
+
+    def leave(self) -> None:
+        self.active -= 1
 
 
 # --- a run directory's models -----------------------------------------------------------

@@ -44,17 +44,24 @@ def served_models(target: str, words: list[str]) -> tuple[SelfEvoConfig, dict[st
     return config, {target: resolve_model(target)}
 
 
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C or SIGTERM (a Kubernetes pod's stop), then stop engines and Serve."""
     config, models = served_models(args.target, args.words)
     with stderr_for_libraries():
+        from actors.runtime import init_ray
         from actors.serve import start_serving
 
-        served = start_serving(config, models, emit=progress)
-
-    def stop(*_):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+        init_ray(config.cluster, quiet=True)
+        signal.signal(signal.SIGTERM, _interrupt)  # after Ray's own, which would just exit
+        try:
+            served = start_serving(config, models, emit=progress)
+        except KeyboardInterrupt:
+            progress("[serve] stopped while starting")
+            return 0
     try:
         while True:
             time.sleep(3600)

@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -75,6 +77,9 @@ def _wait_for_dashboard(url: str, head: subprocess.Popen, timeout_s: float = 120
 def ray_head(tmp_path_factory):
     pytest.importorskip("ray")
     gcs, dashboard, agent, agent_grpc, metrics, env_agent, client = _free_ports(7)
+    # Short: Ray's socket paths under it must fit AF_UNIX's 107 bytes, which pytest's own
+    # temporary folders (deeper still under pytest-xdist) can overflow.
+    temp_dir = tempfile.mkdtemp(prefix="ray-head-", dir="/tmp")
     command = [
         sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
         f"--port={gcs}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
@@ -82,7 +87,7 @@ def ray_head(tmp_path_factory):
         f"--dashboard-agent-grpc-port={agent_grpc}", f"--metrics-export-port={metrics}",
         f"--runtime-env-agent-port={env_agent}", f"--ray-client-server-port={client}",
         "--num-cpus=2", "--disable-usage-stats",
-        f"--temp-dir={tmp_path_factory.mktemp('ray-head')}",
+        f"--temp-dir={temp_dir}",
     ]  # fmt: skip
     log = (tmp_path_factory.mktemp("head-log") / "head.log").open("w")
     head = subprocess.Popen(command, env=_env(), stdout=log, stderr=subprocess.STDOUT)
@@ -97,6 +102,7 @@ def ray_head(tmp_path_factory):
         except subprocess.TimeoutExpired:
             head.kill()
         log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _job_status(url: str, job_id: str) -> str:

@@ -265,3 +265,47 @@ def test_the_projects_labeler_and_judge_talk_to_selfevo_serve(served, tmp_path, 
     judge = build_judge(url, judge_model="best", api_key_env=KEY_ENV, timeout_s=120, max_retries=1)
     summary = judge_files(judge, questions, a, b)
     assert not judge.errors and summary.total == len(PROBLEMS)
+
+
+def test_the_serve_command_serves_until_sigterm_and_never_prints_the_key(tmp_path):
+    """`selfevo serve MODEL` as a user starts it: its own local Ray, the key from the
+    environment, up until SIGTERM, then a clean exit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = _free_port()
+    env = {**os.environ, "SELFEVO_SERVE_API_KEY": KEY}
+    env.pop("RAY_ADDRESS", None)
+    command = [
+        sys.executable, "-m", "selfevo.cli", "serve", "builtin:arithmetic-seed",
+        "engine.backend=hf", f"serve.port={port}", "cluster.num_cpus=2",
+    ]  # fmt: skip
+    log = tmp_path / "serve.log"
+    with log.open("w") as sink:
+        server = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}/v1"
+            deadline = time.monotonic() + 300
+            ready = f"[serve] {url} serves builtin:arithmetic-seed"
+            while time.monotonic() < deadline and server.poll() is None:
+                if ready in log.read_text():
+                    break
+                time.sleep(0.5)
+            assert server.poll() is None and ready in log.read_text(), log.read_text()[-3000:]
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=30).close()
+            ask = {
+                "model": "builtin:arithmetic-seed",
+                "messages": [{"role": "user", "content": "2+2?"}],
+            }
+            assert _post(url + "/chat/completions", ask)[0] == 401
+            status, body = _post(url + "/chat/completions", ask, KEY)
+            assert status == 200 and body["choices"][0]["message"]["content"]
+        finally:
+            server.send_signal(signal.SIGTERM)
+            code = server.wait(timeout=120)
+    output = log.read_text()
+    assert code == 0, output[-3000:]
+    assert "an API key is required" in output and "[serve] stopping" in output
+    assert KEY not in output

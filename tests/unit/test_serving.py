@@ -158,3 +158,19 @@ def test_the_stream_carries_the_same_text_usage_and_trace():
     assert texts == {0: "4.", 1: "5."}
     assert chunks[-1]["usage"] == usage and chunks[-1]["selfevo"] == {"trace": [{"a": 1}]}
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
+
+
+def test_one_request_over_the_concurrency_limit_gets_429_until_one_leaves():
+    from selfevo.serving import ConcurrencyLimit
+
+    limit = ConcurrencyLimit(2)
+    limit.enter()
+    limit.enter()
+    with pytest.raises(RequestError) as caught:
+        limit.enter()
+    assert caught.value.status == 429
+    assert "serve.max_concurrent_requests=2" in caught.value.message
+    assert caught.value.body()["error"]["type"] == "rate_limit_error"
+    limit.leave()
+    limit.enter()
+    assert limit.active == 2
