@@ -228,10 +228,17 @@ class VLLMEngine:
     ) -> list[list[Completion]]:
         if self._asleep:
             raise RuntimeError("the engine is asleep (training holds the device); wake it first")
-        sampling = self._sampling(params)
+        if params.seed is None:
+            samplings = [self._sampling(params)] * len(prompts)
+        else:  # vLLM seeds each request: one seed for all would repeat a prompt's samples
+            samplings = [
+                self._sampling(params.with_(seed=params.seed + k)) for k in range(len(prompts))
+            ]
         self._busy.enter()
         try:
-            outputs = await asyncio.gather(*(self._one(p, sampling) for p in prompts))
+            outputs = await asyncio.gather(
+                *(self._one(p, sampling) for p, sampling in zip(prompts, samplings, strict=True))
+            )
         finally:
             self._busy.leave()
         if any(out is None or not out.finished for out in outputs):

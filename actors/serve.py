@@ -15,6 +15,7 @@ digest and compares digests, so the key reaches no Ray object, log or file.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -62,7 +63,14 @@ class _CountingRouter:
         self.generate = SimpleNamespace(remote=self._generate)
 
     async def _generate(self, prompts: list, params: GenerationParams) -> list:
-        completions = await self.router.generate.remote(prompts, params)
+        import ray
+
+        call = self.router.generate.remote(prompts, params)
+        try:
+            completions = await call
+        except asyncio.CancelledError:  # the client went away: stop the engines' work too
+            ray.cancel(call)
+            raise
         for outputs in completions:
             self.prompt_tokens += outputs[0].prompt_tokens
             self.completion_tokens += sum(c.output_tokens for c in outputs)
@@ -115,9 +123,10 @@ def _request_params(request: ChatRequest, settings: AnswerSettings) -> Generatio
         "temperature": request.temperature,
         "top_p": request.top_p,
         "max_new_tokens": request.max_tokens,
-        "seed": request.seed,
     }
-    params = params.with_(**{k: v for k, v in changes.items() if v is not None})
+    # Seeded only when the request says so (OpenAI's meaning); unseeded requests also share
+    # the HF engine's batches, which seeded sampled ones cannot.
+    params = params.with_(seed=request.seed, **{k: v for k, v in changes.items() if v is not None})
     return params.with_(stop=request.stop) if request.stop else params
 
 
@@ -146,8 +155,9 @@ async def answer(
         stage_params = settings.feedback_params if stage.feedback else params
         await run_stage(stage, rows, counting, stage_params, settings.template_set)
     failed = [r for r in rows if (r.reject_reason or "").startswith(Reject.ENGINE_ERROR)]
-    if failed:
-        raise RequestError(f"the engines failed: {failed[0].reject_reason}", None, 503)
+    if failed:  # the detail (actor ids, addresses) goes to the server's log, not the client
+        print(f"[serve] engines failed a request: {failed[0].reject_reason}", flush=True)
+        raise RequestError("the engines failed to answer; retry shortly", None, 503)
     texts = [
         (refined_answer(r, settings.refine_answer) if refining else r.response) or "" for r in rows
     ]
@@ -155,7 +165,9 @@ async def answer(
     if request.mode in (SC, REFINE_SC):
         voted = majority_answer(texts)
         choices = [Choice(f"The answer is {voted}." if voted is not None else texts[0])]
-    trace = [_trace(r, text) for r, text in zip(rows, texts, strict=True)] if refining else []
+    trace = []
+    if refining or request.mode == SC:
+        trace = [_trace(r, text) for r, text in zip(rows, texts, strict=True)]
     return choices, counting.usage(), trace
 
 
@@ -188,8 +200,9 @@ async def chat_completion(
     limits: ServeLimits,
     settings: AnswerSettings,
     concurrency: ConcurrencyLimit,
-) -> tuple[int, Any, bool]:
-    """A ``/v1/chat/completions`` call: (HTTP status, body, whether to stream it)."""
+) -> tuple[int, Any, dict[str, bool] | None]:
+    """A ``/v1/chat/completions`` call: (HTTP status, body, and for a streamed reply the
+    arguments of :func:`stream_chunks`, else None)."""
     try:
         try:
             body = json.loads(raw_body)
@@ -202,9 +215,9 @@ async def chat_completion(
         finally:
             concurrency.leave()
     except RequestError as error:
-        return error.status, error.body(), False
+        return error.status, error.body(), None
     result = completion_body(completion_id(), request.requested_name, choices, usage, trace)
-    return 200, result, request.stream
+    return 200, result, {"include_usage": request.include_usage} if request.stream else None
 
 
 def _authorising(key_sha256: str | None):
@@ -260,8 +273,9 @@ def build_app(routers: dict[str, Any], config: SelfEvoConfig, key_sha256: str | 
             status, body, stream = await chat_completion(
                 await http.body(), self.routers, limits, settings, self.concurrency
             )
-            if stream:
-                return StreamingResponse(stream_chunks(body), media_type="text/event-stream")
+            if stream is not None:
+                chunks = stream_chunks(body, **stream)
+                return StreamingResponse(chunks, media_type="text/event-stream")
             return JSONResponse(body, status_code=status)
 
     return ChatApi.bind(routers)
@@ -284,21 +298,31 @@ class Served:
         with contextlib.suppress(Exception):  # stopping what may have half-started
             serve.shutdown()
         for pool in self.pools:
-            pool.shutdown()
+            with contextlib.suppress(Exception):  # one dead router must not strand the rest
+                pool.shutdown()
 
 
-def start_serving(config: SelfEvoConfig, models: dict[str, str], emit=print) -> Served:
-    """Start an engine pool per distinct model, then the Serve application over them.
-
-    Interrupted part-way (a failure, Ctrl-C, SIGTERM), it stops what it had started."""
+def take_api_key(config: SelfEvoConfig) -> str | None:
+    """The API key from ``serve.api_key_env``, removed from this process's environment before
+    Ray starts, so that no Ray process (raylet, engines, Serve) inherits it."""
     import os
 
+    return os.environ.pop(config.serve.api_key_env, None) if config.serve.api_key_env else None
+
+
+def start_serving(
+    config: SelfEvoConfig, models: dict[str, str], api_key: str | None = None, emit=print
+) -> Served:
+    """Start an engine pool per distinct model, then the Serve application over them;
+    ``api_key`` (see :func:`take_api_key`), when given, is required of every request.
+
+    Interrupted part-way (a failure, Ctrl-C, SIGTERM), it stops what it had started."""
     from ray import serve
 
     from actors.runtime import init_ray
 
     init_ray(config.cluster, quiet=True)
-    key = os.environ.get(config.serve.api_key_env) if config.serve.api_key_env else None
+    key = api_key or None
     pools: dict[str, Any] = {}
     try:
         _start_pools(config, models, pools, emit)

@@ -531,8 +531,7 @@ def train(
     started = time.perf_counter()
     (output_dir / FINAL_FILE).unlink(missing_ok=True)
     _torch_trainer(config, loop_config, dataset, output_dir).fit()
-    final = json.loads((output_dir / FINAL_FILE).read_text())
-    _drop_resume_checkpoints(output_dir)
+    final = _final_step(output_dir)
     metrics_file = output_dir / "metrics.jsonl"
     losses = (
         [json.loads(line)["loss"] for line in metrics_file.read_text().splitlines()]
@@ -549,7 +548,21 @@ def train(
         reload_max_abs_logit_diff=final.get("reload_max_abs_logit_diff"),
     )
     done.write_text(json.dumps(asdict(summary), indent=2))
+    _drop_resume_checkpoints(output_dir)  # after the done file: a rerun no longer needs them
     return summary
+
+
+def _final_step(output_dir: Path) -> dict[str, Any]:
+    """Rank 0's result, from the file it wrote beside the model."""
+    path = output_dir / FINAL_FILE
+    for _ in range(10):  # a network file system may show another node's new file late
+        if path.is_file():
+            return json.loads(path.read_text())
+        time.sleep(1)
+    raise FileNotFoundError(
+        f"the training finished but {path}, written by its rank-0 worker, is not visible "
+        "here: on a multi-node cluster run.output_dir must be storage every node shares"
+    )
 
 
 def _drop_resume_checkpoints(output_dir: Path) -> None:

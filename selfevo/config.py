@@ -306,6 +306,9 @@ class ServeConfig:
     # Where `selfevo serve` listens: this machine only unless host says otherwise.
     host: str = "127.0.0.1"
     port: int = 8000
+    # Which of a run's models to serve (round0, round2, best, ...); empty serves them all.
+    # Each distinct checkpoint gets its own engine pool: at 70B, name the ones you need.
+    models: list[str] = field(default_factory=list)
     # The environment variable holding the API key: when it is set, every request must bring
     # it (Authorization: Bearer ...); null never asks for one. The key is never logged or
     # written to disk.

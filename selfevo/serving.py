@@ -34,7 +34,7 @@ import json
 import time
 import uuid
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,7 @@ class ChatRequest:
     seed: int | None = None
     refine_steps: int = 0
     requested_name: str = ""
-    sampling: dict[str, Any] = field(default_factory=dict)
+    include_usage: bool = False  # streaming: a last chunk with the token usage
 
 
 def split_model_name(name: str) -> tuple[str, str]:
@@ -122,6 +122,11 @@ def parse_chat_request(
             raise RequestError(f"{key!r} is not supported by selfevo serve", key)
     if body.get("logprobs"):
         raise RequestError("'logprobs' is not supported by selfevo serve", "logprobs")
+    response_format = body.get("response_format")
+    if response_format not in (None, {"type": "text"}):
+        raise RequestError(
+            "only 'response_format': {'type': 'text'} is supported", "response_format"
+        )
     name = _required(body, "model", str)
     base, mode = split_model_name(name)
     if base not in served:
@@ -203,10 +208,11 @@ def _number(body: dict, key: str, low: float, high: float, integer: bool = False
 
 
 def _sampling(body: dict, limits: ServeLimits) -> dict[str, Any]:
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    key = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-    if max_tokens is not None:
-        _number({key: max_tokens}, key, 1, limits.max_tokens, integer=True)
+    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    max_tokens = _number(body, key, 1, limits.max_tokens, integer=True)
+    top_p = _number(body, "top_p", 0, 1)
+    if top_p == 0:
+        raise RequestError("'top_p' must be in (0, 1]; got 0", "top_p")
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
@@ -217,14 +223,18 @@ def _sampling(body: dict, limits: ServeLimits) -> dict[str, Any]:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise RequestError("'stream' must be a boolean", "stream")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise RequestError("'stream_options' must be an object", "stream_options")
     return {
         "max_tokens": max_tokens,
         "temperature": _number(body, "temperature", 0, 2),
-        "top_p": _number(body, "top_p", 0, 1),
+        "top_p": top_p,
         "n": _number(body, "n", 1, limits.max_n, integer=True) or 1,
         "stream": stream,
         "stop": tuple(stop or ()),
-        "seed": _number(body, "seed", 0, 2**63 - 1, integer=True),
+        "seed": _number(body, "seed", 0, 2**31 - 1, integer=True),
+        "include_usage": bool(options.get("include_usage")),
     }
 
 
@@ -299,6 +309,16 @@ def run_models(run_dir: str | Path, starting_model: str) -> dict[str, str]:
     return models
 
 
+def pick_models(models: dict[str, str], wanted: list[str]) -> dict[str, str]:
+    """The ``wanted`` names of a run's ``models`` (all of them when ``wanted`` is empty)."""
+    unknown = [name for name in wanted if name not in models]
+    if unknown:
+        raise ValueError(
+            f"serve.models names {unknown}, which this run does not have; it has {list(models)}"
+        )
+    return {name: path for name, path in models.items() if not wanted or name in wanted}
+
+
 def _best_round(summary_path: Path, models: dict[str, str]) -> str | None:
     if not summary_path.is_file():
         return None
@@ -330,7 +350,8 @@ def completion_body(
     usage: dict[str, int],
     trace: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A ``chat.completion`` object; ``selfevo`` carries the mode and the critique trace."""
+    """A ``chat.completion`` object; ``selfevo.trace`` carries each sample's self-refinement
+    (or, for ``sc``, each sample voted on)."""
     return {
         "id": request_id,
         "object": "chat.completion",
@@ -349,10 +370,11 @@ def completion_body(
     }
 
 
-def stream_chunks(body: dict[str, Any]) -> Iterator[str]:
+def stream_chunks(body: dict[str, Any], include_usage: bool = False) -> Iterator[str]:
     """A finished completion as server-sent events: per choice its role, its text and its
-    finish reason, the usage and trace last, then ``[DONE]``. (The answer is whole before
-    the first byte: refinement and voting need the full text.)"""
+    finish reason; then a chunk with no choices carrying the trace (and the usage, when the
+    request's ``stream_options.include_usage`` asked for it); then ``[DONE]``. (The answer is
+    whole before the first byte: refinement and voting need the full text.)"""
     base = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"]}
     base["model"] = body["model"]
     for choice in body["choices"]:
@@ -364,6 +386,8 @@ def stream_chunks(body: dict[str, Any]) -> Iterator[str]:
         ):
             chunk = {**base, "choices": [{"index": i, "delta": delta, "finish_reason": finish}]}
             yield f"data: {json.dumps(chunk)}\n\n"
-    tail = {**base, "choices": [], "usage": body["usage"], "selfevo": body["selfevo"]}
+    tail = {**base, "choices": [], "selfevo": body["selfevo"]}
+    if include_usage:
+        tail["usage"] = body["usage"]
     yield f"data: {json.dumps(tail)}\n\n"
     yield "data: [DONE]\n\n"

@@ -32,14 +32,15 @@ def register(commands) -> None:
 
 def served_models(target: str, words: list[str]) -> tuple[SelfEvoConfig, dict[str, str]]:
     """The config and the served names -> checkpoints, for a run directory or one model."""
-    from selfevo.serving import run_models
+    from selfevo.serving import pick_models, run_models
     from selfevo.tasks import resolve_model
 
     run_config = Path(target) / "config.yaml"
     if (Path(target) / "manifest.json").is_file() and run_config.is_file():
         configs, overrides = split_configs_and_overrides(words)
         config = load_config([str(run_config), *configs], overrides)
-        return config, run_models(target, resolve_model(config.model.name_or_path))
+        models = run_models(target, resolve_model(config.model.name_or_path))
+        return config, pick_models(models, list(config.serve.models))
     config = load_config(*configs_and_overrides(words))
     return config, {target: resolve_model(target)}
 
@@ -53,12 +54,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config, models = served_models(args.target, args.words)
     with stderr_for_libraries():
         from actors.runtime import init_ray
-        from actors.serve import start_serving
+        from actors.serve import start_serving, take_api_key
 
+        key = take_api_key(config)  # before Ray starts: its processes inherit the environment
         init_ray(config.cluster, quiet=True)
         signal.signal(signal.SIGTERM, _interrupt)  # after Ray's own, which would just exit
         try:
-            served = start_serving(config, models, emit=progress)
+            served = start_serving(config, models, key, emit=progress)
         except KeyboardInterrupt:
             progress("[serve] stopped while starting")
             return 0

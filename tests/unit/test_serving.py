@@ -95,6 +95,8 @@ def test_text_parts_are_joined():
         ({"n": True}, "n", 400),
         ({"temperature": "hot"}, "temperature", 400),
         ({"top_p": 1.5}, "top_p", 400),
+        ({"top_p": 0}, "top_p", 400),
+        ({"response_format": {"type": "json_object"}}, "response_format", 400),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop", 400),
         ({"stream": "yes"}, "stream", 400),
         ({"tools": [{"type": "function"}]}, "tools", 400),
@@ -148,7 +150,8 @@ def test_a_folder_without_a_manifest_is_not_a_run(tmp_path):
 def test_the_stream_carries_the_same_text_usage_and_trace():
     usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
     body = completion_body("chatcmpl-1", "round1", [Choice("4."), Choice("5.")], usage, [{"a": 1}])
-    events = list(stream_chunks(body))
+    assert '"usage"' not in "".join(stream_chunks(body))  # only when the request asks
+    events = list(stream_chunks(body, include_usage=True))
     assert events[-1] == "data: [DONE]\n\n"
     chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
     texts = {0: "", 1: ""}
@@ -174,3 +177,14 @@ def test_one_request_over_the_concurrency_limit_gets_429_until_one_leaves():
     limit.leave()
     limit.enter()
     assert limit.active == 2
+
+
+def test_serve_models_picks_some_of_a_runs_models_and_names_a_missing_one(tmp_path):
+    from selfevo.serving import pick_models
+
+    _write_run(tmp_path, [0.5, 0.7])
+    models = run_models(tmp_path, "seed-model")
+    assert list(pick_models(models, [])) == ["round0", "round1", "best"]
+    assert list(pick_models(models, ["best"])) == ["best"]
+    with pytest.raises(ValueError, match="round7"):
+        pick_models(models, ["best", "round7"])
