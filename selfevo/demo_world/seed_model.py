@@ -30,7 +30,7 @@ SEED_SHAPE = {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate
 
 def _encode(tokenizer: Any, problems: list) -> list[tuple[list[int], list[int]]]:
     """(input ids, labels) of each problem's gold solution, as the trainer tokenises them."""
-    from actors.trainer import tokenize_example
+    from actors.train_step import tokenize_example
     from selfevo.templates import answer_messages
 
     rows = [
@@ -105,7 +105,7 @@ def train_seed(
     (or ``steps``), and save it (with ``seed_info.json``) to ``output``."""
     import torch
 
-    from actors.trainer import collate
+    from actors.train_step import collate
 
     torch.set_num_threads(num_threads)
     output = Path(output)

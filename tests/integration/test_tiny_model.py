@@ -81,7 +81,7 @@ def test_mfu_flops_count_every_parameter_of_a_gqa_model_with_untied_embeddings(t
     """The trainer's FLOPs per token rest on the planner's count, equal to torch's own."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from actors.trainer import _flops_per_token
+    from actors.train_step import flops_per_token
     from selfevo.training import train_flops_per_token
 
     config = LlamaConfig(
@@ -92,4 +92,4 @@ def test_mfu_flops_count_every_parameter_of_a_gqa_model_with_untied_embeddings(t
     model.save_pretrained(tmp_path)
     torch_count = sum(p.numel() for p in model.parameters())
     expected = train_flops_per_token(torch_count, 2, 64, seq_len=128)
-    assert _flops_per_token(str(tmp_path), 128) == expected
+    assert flops_per_token(str(tmp_path), 128) == expected

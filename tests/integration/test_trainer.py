@@ -20,17 +20,15 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("deepspeed")
 
 from actors.models import build_tiny_llama, load_model, load_tokenizer  # noqa: E402
-from actors.trainer import (  # noqa: E402
+from actors.train_step import (  # noqa: E402
     IGNORE,
     PROBE_TEXT,
     Tokenize,
-    _examples_table,
-    _micro_batches,
     masked_loss_sum,
+    new_window,
     tokenize_example,
-    train,
-    write_examples,
 )
+from actors.trainer import _examples_table, _micro_batches, train, write_examples  # noqa: E402
 from selfevo.config import load_config  # noqa: E402
 from selfevo.records import Message  # noqa: E402
 from selfevo.training import TrainExample  # noqa: E402
@@ -125,14 +123,7 @@ def test_asking_again_for_a_finished_run_does_nothing(zero_runs, workspace):
 def test_one_and_two_workers_agree_on_the_first_steps(zero_runs, workspace, ray_cluster):
     """Replays the 2-worker run's global batches on one worker: same losses, step by step."""
     root, model, _ = workspace
-    batches = {
-        rank: [
-            json.loads(line)
-            for line in (root / "zero2" / "batches" / f"rank{rank}.jsonl").read_text().splitlines()
-        ]
-        for rank in (0, 1)
-    }
-    steps = [batches[0][i]["ids"] + batches[1][i]["ids"] for i in range(3)]
+    steps = _logged_global_batches(root / "zero2", 3)
     seen = [i for step in steps for i in step]
     assert len(seen) == len(set(seen)) == 48, "each example once across ranks and steps"
     by_id = {e.id: e for e in _additions(EXAMPLES)}
@@ -148,6 +139,58 @@ def test_one_and_two_workers_agree_on_the_first_steps(zero_runs, workspace, ray_
     two = [m["loss"] for m in _losses(root / "zero2")[:3]]
     assert single.steps == 32
     assert one == pytest.approx(two, rel=1e-4)
+
+
+def _logged_global_batches(run_dir: Path, steps: int) -> list[list[str]]:
+    """The example ids of each of a 2-worker run's first optimizer steps, both ranks'."""
+    batches = {
+        rank: [
+            json.loads(line)
+            for line in (run_dir / "batches" / f"rank{rank}.jsonl").read_text().splitlines()
+        ]
+        for rank in (0, 1)
+    }
+    return [batches[0][i]["ids"] + batches[1][i]["ids"] for i in range(steps)]
+
+
+@pytest.fixture
+def single_process_group():
+    import torch.distributed as dist
+
+    from actors.train_step import init_single_process_group
+
+    init_single_process_group(use_gpu=False)
+    yield
+    dist.destroy_process_group()
+
+
+def test_the_bench_step_without_ray_gives_ray_trains_losses(
+    zero_runs, workspace, single_process_group
+):
+    """``selfevo bench gpu`` runs the trainer's set-up and step in one process, no Ray Train:
+    replaying the 2-worker ZeRO-3 run's first global batches there gives the same losses."""
+    from actors.train_step import loop_config, start_worker, train_micro_batch
+    from actors.trainer import total_steps
+    from selfevo.training import learning_rate_at
+
+    root, model, _ = workspace
+    config = _config("train.zero_stage=3", "train.num_workers=1", "train.micro_batch_size=16")
+    steps = total_steps(config.train, EXAMPLES)
+    cfg = loop_config(config, model, model, root / "no_ray", steps)
+    worker = start_worker(cfg, rank=0, world=1, local_rank=0)
+    tokenize = Tokenize(worker.tokenizer, cfg["max_seq_len"])
+    by_id = {e.id: e for e in _additions(EXAMPLES)}
+    losses = []
+    for step, ids in enumerate(_logged_global_batches(root / "zero3", 3)):
+        rows = tokenize(_examples_table([by_id[i] for i in ids]))
+        worker.window = new_window()
+        lr = learning_rate_at(
+            step, steps, cfg["learning_rate"], cfg["warmup_steps"], cfg["lr_schedule"]
+        )
+        train_micro_batch(worker, rows, lr)
+        losses.append(worker.window["loss"] / worker.window["target_tokens"])
+    assert steps == zero_runs[3].steps
+    assert losses == pytest.approx([m["loss"] for m in _losses(root / "zero3")[:3]], rel=1e-4)
 
 
 def test_loss_covers_target_tokens_only(workspace):
