@@ -12,7 +12,9 @@ a tiny one in fp32 on CPU so that CI keeps the command working), in one process:
   sleeps while the trainer runs, then wakes and loads): in memory (ZeRO-3 gather to the host,
   then ``load_state_dict``) and through the saved safetensors checkpoint (the trainer's save
   with its reload check, then the engine's ``load_weights``), against a raw read of the same
-  files; the engine's greedy text must be the same after either;
+  files (just written, so from the page cache, as the engine's load was: the ratio is the
+  load's own cost). After each, the engine's logits on the trainer's probe are compared with
+  the trained model's (``engine_has_trained_weights``);
 * peak memory of the engine and of the training, next to what ``selfevo plan``'s formulas
   (:func:`selfevo.planner.engine_memory`, :func:`selfevo.planner.trainer_memory`) predict
   for the same shapes.
@@ -95,6 +97,7 @@ class PeakMemory:
     def __init__(self, device: str):
         self.device = device
         self.peak_bytes = 0
+        self.reserved_bytes: int | None = None  # the allocator's reserve (CUDA only)
         self._stop = threading.Event()
 
     def __enter__(self) -> PeakMemory:
@@ -123,6 +126,7 @@ class PeakMemory:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
             self.peak_bytes = torch.cuda.max_memory_allocated() - self._base
+            self.reserved_bytes = torch.cuda.max_memory_reserved()
         else:
             self._stop.set()
             self._sampler.join()
@@ -258,25 +262,45 @@ def _raw_read_seconds(directory: Path) -> tuple[int, float]:
     return size, time.perf_counter() - started
 
 
-def bench_handoff(engine: Any, worker: Any, cfg: dict[str, Any], probe: list[str]) -> dict:
-    """Trainer -> live engine, in memory and through the checkpoint; same text after both."""
-    from actors.train_step import consolidated_state_dict, save_hf_checkpoint
-    from selfevo.generation import GenerationParams
+def _engine_probe_logits(engine: Any) -> Any:
+    import torch
+
+    from actors.train_step import PROBE_TEXT
+
+    ids = torch.tensor([engine.tokenizer(PROBE_TEXT)["input_ids"]], device=engine.device)
+    with torch.inference_mode():
+        return engine.model(input_ids=ids).logits.float().cpu()
+
+
+def _weight_bytes(state: dict[str, Any], tied: bool) -> int:
+    """Bytes of a state dict's weights, a tied lm_head (the embedding again) counted once."""
+    return sum(
+        t.numel() * t.element_size()
+        for k, t in state.items()
+        if not (tied and k == "lm_head.weight")
+    )
+
+
+def bench_handoff(engine: Any, worker: Any, cfg: dict[str, Any]) -> dict:
+    """Trainer -> live engine, in memory and through the checkpoint. After each, the engine's
+    logits on the trainer's probe must be the trained model's (the reload check's tolerance),
+    and differ from the logits it had before."""
+    from safetensors.torch import load_file
+
+    from actors.train_step import consolidated_state_dict, reload_tolerance, save_hf_checkpoint
 
     device = engine.device
-    params = GenerationParams(max_new_tokens=8)
+    before = _engine_probe_logits(engine)
     state, gather_s = _timed(device, consolidated_state_dict, worker.engine, cfg["zero_stage"])
     _, load_state_s = _timed(device, engine.load_state_dict, state)
-    after_memory = [c[0].text for c in engine.generate(probe, params)]
-    # A tied embedding is one tensor under two names: count storage once.
-    weight_bytes = sum(
-        {t.data_ptr(): t.numel() * t.element_size() for t in state.values()}.values()
-    )
+    after_memory = _engine_probe_logits(engine)
+    weight_bytes = _weight_bytes(state, bool(engine.model.config.tie_word_embeddings))
     del state
     summary, save_s = _timed(device, save_hf_checkpoint, worker, cfg)
     checkpoint = Path(summary["hf_checkpoint"])
     _, load_s = _timed(device, engine.load_weights, str(checkpoint))
-    after_checkpoint = [c[0].text for c in engine.generate(probe, params)]
+    after_checkpoint = _engine_probe_logits(engine)
+    trained = load_file(str(Path(cfg["output_dir"]) / "probe_logits.safetensors"))["logits"]
     file_bytes, raw_s = _raw_read_seconds(checkpoint)
     return {
         "weight_gib": _gib(weight_bytes),
@@ -284,6 +308,7 @@ def bench_handoff(engine: Any, worker: Any, cfg: dict[str, Any], probe: list[str
             "gather_seconds": round(gather_s, 3),
             "load_state_dict_seconds": round(load_state_s, 3),
             "total_seconds": round(gather_s + load_state_s, 3),
+            "max_abs_logit_diff_vs_trainer": _figure(float((after_memory - trained).abs().max())),
         },
         "checkpoint": {
             "save_and_check_seconds": round(save_s, 3),
@@ -292,9 +317,17 @@ def bench_handoff(engine: Any, worker: Any, cfg: dict[str, Any], probe: list[str
             "raw_read_seconds": round(raw_s, 3),
             "raw_read_gib_per_s": round(file_bytes / GIB / raw_s, 2) if raw_s else None,
             "load_over_raw_read": round(load_s / raw_s, 2) if raw_s else None,
+            "max_abs_logit_diff_vs_trainer": _figure(
+                float((after_checkpoint - trained).abs().max())
+            ),
         },
         "reload_max_abs_logit_diff": summary.get("reload_max_abs_logit_diff"),
-        "same_text_after_both": after_memory == after_checkpoint,
+        "trained_logit_scale": _figure(float(trained.abs().max())),
+        "engine_changed": bool((after_checkpoint - before).abs().max() > 0),
+        "engine_has_trained_weights": all(
+            float((after - trained).abs().max()) <= reload_tolerance(trained, cfg["bf16"])
+            for after in (after_memory, after_checkpoint)
+        ),
     }
 
 
@@ -312,10 +345,16 @@ def _model_shape(model: dict[str, int]) -> Any:
     )
 
 
+def _reserved(memory: PeakMemory) -> float | None:
+    return None if memory.reserved_bytes is None else _gib(memory.reserved_bytes)
+
+
 def planner_check(
-    config: Any, shape: BenchShape, engine_peak: float, train_peak: float
+    config: Any, shape: BenchShape, engine_measured: PeakMemory, train_measured: PeakMemory
 ) -> dict[str, Any]:
-    """The planner's per-GPU figures for these shapes, next to the measured peaks."""
+    """The planner's per-GPU figures for these shapes, next to the measured peaks (and, on a
+    GPU, the allocator's peak reserve, which fragmentation adds to)."""
+    engine_peak, train_peak = engine_measured.gib, train_measured.gib
     from selfevo.planner import engine_memory, trainer_memory
 
     model = _model_shape(shape.model)
@@ -332,6 +371,7 @@ def planner_check(
             "predicted_gib": _figure(engine_predicted),
             "planner_overhead_gib": engine_plan.overhead_gib,
             "measured_over_predicted": _figure(engine_peak / engine_predicted),
+            "reserved_peak_gib": _reserved(engine_measured),
         },
         "trainer": {
             "measured_peak_gib": _figure(train_peak),
@@ -340,6 +380,7 @@ def planner_check(
             "predicted_activations_gib": _figure(trainer_plan.activations_gib),
             "predicted_gib": _figure(trainer_plan.per_gpu_gib),
             "measured_over_predicted": _figure(train_peak / trainer_plan.per_gpu_gib),
+            "reserved_peak_gib": _reserved(train_measured),
         },
     }
 
@@ -353,13 +394,20 @@ def _device_name(device: str) -> str:
 
 
 def resolve_device(device: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:0`` -> ``cpu`` or ``cuda:0`` (the trainer's rank 0
+    takes ``cuda:0``: pick another GPU with ``CUDA_VISIBLE_DEVICES``)."""
     import torch
 
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda", "cuda:0"):
+        raise ValueError(
+            f"--device {device}: use cpu, cuda or auto (to bench another GPU, set "
+            "CUDA_VISIBLE_DEVICES)"
+        )
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device}: torch sees no CUDA device here")
-    return device
+        raise ValueError(f"--device {device}: torch sees no CUDA device here")
+    return "cuda:0" if device.startswith("cuda") else device
 
 
 def _random_llama(directory: Path, shape: BenchShape, dtype: str, device: str) -> Path:
@@ -398,6 +446,8 @@ def run(
 
     device = resolve_device(device)
     gpu = device.startswith("cuda")
+    import deepspeed  # noqa: F401  (a missing wheel fails now, not after the engine's part)
+
     shape = shape or (GPU_DEFAULTS if gpu else CPU_DEFAULTS)
     dtype = "bfloat16" if gpu else "float32"
     config = _config(device, shape, zero_stage, gradient_checkpointing, peak_tflops)
@@ -417,15 +467,18 @@ def run(
         engine.sleep()  # as in a round: the engine's weights leave the device while training
         emit(f"[bench gpu] training: ZeRO-{zero_stage}, {shape.train_steps} steps")
         init_single_process_group(gpu)
-        cfg = loop_config(config, model_dir, model_dir, Path(tmp) / "train", shape.train_steps)
-        with PeakMemory(device) as train_memory:
-            worker = start_worker(cfg, rank=0, world=1, local_rank=0)
-            training = bench_training(worker, cfg, shape)
-        _, wake_s = _timed(device, engine.wake)
-        emit("[bench gpu] handoff: in memory and through the checkpoint")
-        handoff = bench_handoff(engine, worker, cfg, _prompts(4, shape.prompt_tokens, 7))
-        handoff["engine_wake_seconds"] = round(wake_s, 3)
-    memory = planner_check(config, shape, engine_memory.gib, train_memory.gib)
+        try:
+            cfg = loop_config(config, model_dir, model_dir, Path(tmp) / "train", shape.train_steps)
+            with PeakMemory(device) as train_memory:
+                worker = start_worker(cfg, rank=0, world=1, local_rank=0)
+                training = bench_training(worker, cfg, shape)
+            _, wake_s = _timed(device, engine.wake)
+            emit("[bench gpu] handoff: in memory and through the checkpoint")
+            handoff = bench_handoff(engine, worker, cfg)
+            handoff["engine_wake_seconds"] = round(wake_s, 3)
+        finally:
+            torch.distributed.destroy_process_group()
+    memory = planner_check(config, shape, engine_memory, train_memory)
     parts = {"training": training, "handoff": handoff, "memory": memory}
     return _report(device, dtype, shape, peak_tflops, generation, parts, started)
 
@@ -477,8 +530,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"handoff of {handoff['weight_gib']} GiB: in memory {handoff['in_memory']['total_seconds']}"
         f" s; checkpoint save+check {handoff['checkpoint']['save_and_check_seconds']} s, engine "
         f"load {handoff['checkpoint']['engine_load_seconds']} s ("
-        f"{handoff['checkpoint']['load_over_raw_read']}x a raw read); same text after both: "
-        f"{handoff['same_text_after_both']}",
+        f"{handoff['checkpoint']['load_over_raw_read']}x a raw read); the engine has the "
+        f"trained weights after both: {handoff['engine_has_trained_weights']}",
         f"peak memory ({report['memory_measure']}) against selfevo plan's formulas:",
     ]
     for part in ("engine", "trainer"):

@@ -45,7 +45,7 @@ def build_char_tokenizer(
 
     ``vocab_size`` pads the vocabulary with filler tokens (``<unused7>``) that text never
     encodes to but ids decode to: a model with a real-sized embedding (128 k rows) then
-    round-trips whatever it generates.
+    decodes whatever it generates.
 
     Returns:
         A ``PreTrainedTokenizerFast`` that ``save_pretrained`` writes as ``tokenizer.json``.

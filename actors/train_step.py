@@ -205,6 +205,8 @@ def init_single_process_group(use_gpu: bool) -> None:
 
     if dist.is_initialized():
         return
+    if not use_gpu:
+        _keep_gloo_allreduce(deepspeed)  # DeepSpeed's comm set-up would build the op
     os.environ.setdefault("LOCAL_RANK", "0")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -314,7 +316,7 @@ def _probe_logits(model: Any, tokenizer: Any, device: str) -> Any:
         return model(input_ids=ids).logits.float().cpu()
 
 
-def _reload_tolerance(logits: Any, bf16: bool) -> float:
+def reload_tolerance(logits: Any, bf16: bool) -> float:
     if not bf16:
         return LOGIT_TOLERANCE
     return BF16_RELATIVE_TOLERANCE * max(1.0, float(logits.abs().max()))
@@ -351,7 +353,8 @@ def save_hf_checkpoint(worker: TrainWorker, cfg: dict[str, Any]) -> dict[str, An
             reloaded = _probe_logits(load_model(str(out), dtype="float32"), tokenizer, "cpu")
             diff = float((reloaded - in_memory.float()).abs().max())
             result["reload_max_abs_logit_diff"] = diff
-            limit = _reload_tolerance(in_memory, cfg["bf16"])
+            result["reload_logit_scale"] = float(in_memory.abs().max())
+            limit = reload_tolerance(in_memory, cfg["bf16"])
             if not torch.isfinite(torch.tensor(diff)) or diff > limit:
                 raise RuntimeError(
                     f"the saved checkpoint's logits differ from the trained model's by {diff} "

@@ -154,14 +154,19 @@ def _logged_global_batches(run_dir: Path, steps: int) -> list[list[str]]:
 
 
 @pytest.fixture
-def single_process_group():
+def single_process_group(monkeypatch):
+    """DeepSpeed in this process, leaving nothing behind for later tests."""
     import torch.distributed as dist
 
     from actors.train_step import init_single_process_group
 
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    threads = torch.get_num_threads()
     init_single_process_group(use_gpu=False)
     yield
     dist.destroy_process_group()
+    torch.set_num_threads(threads)
 
 
 def test_the_bench_step_without_ray_gives_ray_trains_losses(

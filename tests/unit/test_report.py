@@ -4,7 +4,7 @@ import json
 
 from selfevo.manifest import Manifest
 from selfevo.recipes import RECIPES
-from selfevo.report import build_summary, format_table, write_report
+from selfevo.report import accuracy_axis_limits, build_summary, format_table, write_report
 
 
 def _finished_run(tmp_path, rounds=1):
@@ -78,3 +78,24 @@ def test_half_finished_run_reports_the_rounds_it_has(tmp_path):
         )
     summary = build_summary(tmp_path)
     assert len(summary["rounds"]) == 1 and not summary["complete"]
+
+
+def test_the_accuracy_axis_frames_the_change_and_its_intervals():
+    """0.930 -> 0.960 on a 0-1 axis is a flat line; the axis spans the data instead."""
+    rounds = [
+        {"direct_acc": 0.930, "direct_ci": [0.905, 0.950], "refine_acc": None, "sc_acc": None},
+        {
+            "direct_acc": 0.960,
+            "direct_ci": [0.940, 0.975],
+            "refine_acc": 0.958,
+            "refine_ci": [0.938, 0.973],
+            "sc_acc": None,
+        },
+    ]
+    low, high = accuracy_axis_limits(rounds)
+    assert 0.85 < low < 0.905 and 0.975 < high <= 1.0
+    assert (0.960 - 0.930) / (high - low) > 0.2  # the gain fills a fifth of the axis or more
+    assert accuracy_axis_limits([{"direct_acc": None, "refine_acc": None, "sc_acc": None}]) == (
+        0.0,
+        1.0,
+    )
