@@ -38,9 +38,11 @@ import statistics
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from selfevo.planner import ModelShape
 
 GIB = 2**30
 
@@ -55,29 +57,31 @@ def _gib(size: float) -> float:
 
 
 # Llama 3.2 1B's layout (tied embeddings, GQA): 1.24 B parameters.
-LLAMA_1B = {
-    "hidden_size": 2048,
-    "num_layers": 16,
-    "num_heads": 32,
-    "num_kv_heads": 8,
-    "intermediate_size": 8192,
-    "vocab_size": 128256,
-}
-TINY = {
-    "hidden_size": 64,
-    "num_layers": 2,
-    "num_heads": 2,
-    "num_kv_heads": 1,
-    "intermediate_size": 128,
-    "vocab_size": 512,
-}
+LLAMA_1B = ModelShape(
+    hidden_size=2048,
+    num_layers=16,
+    num_heads=32,
+    num_kv_heads=8,
+    intermediate_size=8192,
+    vocab_size=128256,
+    tie_embeddings=True,
+)
+TINY = ModelShape(
+    hidden_size=64,
+    num_layers=2,
+    num_heads=2,
+    num_kv_heads=1,
+    intermediate_size=128,
+    vocab_size=512,
+    tie_embeddings=True,
+)
 
 
 @dataclass
 class BenchShape:
     """What one run measures: model, generation and training sizes."""
 
-    model: dict[str, int]
+    model: ModelShape
     batch_sizes: tuple[int, ...]
     prompt_tokens: int
     new_tokens: int
@@ -331,20 +335,6 @@ def bench_handoff(engine: Any, worker: Any, cfg: dict[str, Any]) -> dict:
     }
 
 
-def _model_shape(model: dict[str, int]) -> Any:
-    from selfevo.planner import ModelShape
-
-    return ModelShape(
-        hidden_size=model["hidden_size"],
-        num_layers=model["num_layers"],
-        num_heads=model["num_heads"],
-        num_kv_heads=model["num_kv_heads"],
-        intermediate_size=model["intermediate_size"],
-        vocab_size=model["vocab_size"],
-        tie_embeddings=True,
-    )
-
-
 def _reserved(memory: PeakMemory) -> float | None:
     return None if memory.reserved_bytes is None else _gib(memory.reserved_bytes)
 
@@ -357,7 +347,7 @@ def planner_check(
     engine_peak, train_peak = engine_measured.gib, train_measured.gib
     from selfevo.planner import engine_memory, trainer_memory
 
-    model = _model_shape(shape.model)
+    model = shape.model
     engine_config = copy.deepcopy(config)
     engine_config.model.max_seq_len = shape.prompt_tokens + shape.new_tokens + 1
     engine_plan = engine_memory(model, engine_config)
@@ -417,12 +407,13 @@ def _random_llama(directory: Path, shape: BenchShape, dtype: str, device: str) -
     longest = max(shape.train_seq_len, shape.prompt_tokens + shape.new_tokens + 8)
     return build_tiny_llama(
         directory,
-        hidden_size=m["hidden_size"],
-        num_layers=m["num_layers"],
-        num_heads=m["num_heads"],
-        num_kv_heads=m["num_kv_heads"],
-        intermediate_size=m["intermediate_size"],
-        vocab_size=m["vocab_size"],
+        hidden_size=m.hidden_size,
+        num_layers=m.num_layers,
+        num_heads=m.num_heads,
+        num_kv_heads=m.num_kv_heads,
+        intermediate_size=m.intermediate_size,
+        vocab_size=m.vocab_size,
+        tie_word_embeddings=m.tie_embeddings,
         max_position_embeddings=longest,
         dtype=dtype,
         device=device,
@@ -451,7 +442,7 @@ def run(
     shape = shape or (GPU_DEFAULTS if gpu else CPU_DEFAULTS)
     dtype = "bfloat16" if gpu else "float32"
     config = _config(device, shape, zero_stage, gradient_checkpointing, peak_tflops)
-    num_params = _model_shape(shape.model).num_params
+    num_params = shape.model.num_params
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="selfevo-bench-gpu-") as tmp:
         emit(f"[bench gpu] building a random Llama of {num_params / 1e9:.3f} B parameters")
@@ -493,9 +484,8 @@ def _report(device, dtype, shape, peak_tflops, generation, parts, started) -> di
         "dtype": dtype,
         "peak_tflops": peak_tflops or None,
         "model": {
-            **shape.model,
-            "num_params": _model_shape(shape.model).num_params,
-            "tie_embeddings": True,
+            **asdict(shape.model),
+            "num_params": shape.model.num_params,
         },
         "generation": {
             "prompt_tokens": shape.prompt_tokens,

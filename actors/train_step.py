@@ -155,6 +155,17 @@ def loop_config(
 # --- the worker ---------------------------------------------------------------------------
 
 
+def new_window() -> dict[str, float]:
+    """What one optimizer step's micro-batches add up (reset after each step is logged)."""
+    return {
+        "loss": 0.0,
+        "tokens": 0.0,
+        "target_tokens": 0.0,
+        "truncated": 0.0,
+        "started": time.perf_counter(),
+    }
+
+
 @dataclass
 class TrainWorker:
     """One training worker's state: its DeepSpeed engine and where its loop stands."""
@@ -166,19 +177,8 @@ class TrainWorker:
     world: int
     device: str
     state: dict[str, int] = field(default_factory=lambda: {"step": 0, "micro_step": 0})
-    window: dict[str, float] = field(default_factory=lambda: new_window())
+    window: dict[str, float] = field(default_factory=new_window)
     micro_seen: int = 0
-
-
-def new_window() -> dict[str, float]:
-    """What one optimizer step's micro-batches add up (reset after each step is logged)."""
-    return {
-        "loss": 0.0,
-        "tokens": 0.0,
-        "target_tokens": 0.0,
-        "truncated": 0.0,
-        "started": time.perf_counter(),
-    }
 
 
 def _keep_gloo_allreduce(deepspeed: Any) -> None:
