@@ -21,23 +21,27 @@ from selfevo.manifest import Manifest, config_hash
 from selfevo.recipes import recipe_named
 
 
+def run_config_hash(config: SelfEvoConfig) -> str:
+    """The hash a run directory's manifest holds for ``config``."""
+    from omegaconf import OmegaConf
+
+    return config_hash(OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True))
+
+
 class RunController:
     """One run of ``config``'s recipe in ``run_dir``; :meth:`run` executes it, :meth:`drain`
     hands the progress lines written since the last call to another thread."""
 
     def __init__(self, config: SelfEvoConfig, run_dir: str):
-        from omegaconf import OmegaConf
-
         self.run_dir = Path(run_dir).resolve()
         self.recipe = recipe_named(config.recipe.name.value)
         self.lines: list[str] = []
         self.lock = threading.Lock()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(to_yaml(config))
-        resolved = OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)
         self.manifest = Manifest.open(
             self.run_dir,
-            config_hash(resolved),
+            run_config_hash(config),
             config.recipe.rounds,
             self.recipe.round_steps,
             meta=self.recipe.has_meta(config),

@@ -16,6 +16,7 @@ cut at the end and counted.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -146,7 +147,7 @@ def loop_config(
         "log_batch_ids_steps": train_cfg.log_batch_ids_steps,
         "max_seq_len": config.model.max_seq_len,
         "lora": asdict(train_cfg.lora),
-        "threads_per_worker": max(1, int(train_cfg.cpus_per_worker)),
+        "threads_per_worker": max(1, math.ceil(train_cfg.cpus_per_worker)),
         "peak_flops": train_cfg.gpu_peak_tflops * 1e12 if train_cfg.use_gpu else 0.0,
         "flops_per_token": flops_per_token(model_path, config.model.max_seq_len),
     }

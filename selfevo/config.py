@@ -114,8 +114,8 @@ class RunConfig:
 @dataclass
 class ModelConfig:
     # A hub name (``meta-llama/Llama-3.1-8B-Instruct``), a local directory, or
-    # builtin:arithmetic-seed (the demo world's shipped seed model).
-    name_or_path: str = "builtin:arithmetic-seed"
+    # builtin:division-seed or builtin:arithmetic-seed (a demo world's shipped seed model).
+    name_or_path: str = "builtin:division-seed"
     tokenizer: str | None = None
     dtype: DType = DType.auto
     trust_remote_code: bool = False
@@ -181,6 +181,11 @@ class RecipeConfig:
     # response is judged correct when its answer is the same; for critics too small to write
     # a verdict that follows their own working (the demo's).
     judge_by: JudgeBy = JudgeBy.verdict_line
+    # SELF's ablation arms (selfevo ablate): self_filter false trains each round on every
+    # answer, judged correct or not (the latest refinement); meta_skill_data false leaves
+    # the critiques and refinements out of meta-skill learning (QA pairs only).
+    self_filter: bool = True
+    meta_skill_data: bool = True
     # Self-assessment (I-SHEEP): keep rows whose scores reach these thresholds (1-10).
     quality_threshold: float = 8.0
     following_threshold: float = 8.0
@@ -204,13 +209,14 @@ class RecipeConfig:
 
 @dataclass
 class DataConfig:
-    prompt_pool: str = "builtin:arithmetic"
+    prompt_pool: str = "builtin:division"
     format: DataFormat = DataFormat.auto
     prompts_per_round: int = 256
     meta_train: str | None = None
     meta_examples: int = 512
     # I-SHEEP's seed tasks: a prompt file (e.g. Alpaca's seed_tasks.jsonl) or
-    # builtin:arithmetic (the demo world's seed split), of which the first seed_task_count.
+    # a demo world's seed split (builtin:division, builtin:arithmetic), of which the first
+    # seed_task_count.
     seed_tasks: str | None = None
     seed_task_count: int = 175
 
@@ -250,15 +256,16 @@ class TrainConfig:
     # Sort rows by length within groups of 8 micro-batches, so that batches pad less. Faster,
     # but each micro-batch then holds one kind of example (a mixed corpus's short answers in
     # one, long critiques in the next), which on a small corpus trains the skills in turns:
-    # the demo's round-0 model scored 0.93 with it and 0.97 without. Off by default (the
-    # demo turns it on for speed).
+    # the arithmetic demo's round-0 model scored 0.93 with it and 0.97 without. Off by
+    # default (conf/demo_arithmetic.yaml turns it on for speed).
     group_by_length: bool = False
     gradient_checkpointing: bool = False
     offload_optimizer: bool = False
     offload_params: bool = False
     checkpoint_every_steps: int = 0
     max_failures: int = 2
-    # CPUs each Ray Train worker reserves (fractions leave room for Ray Data on small hosts).
+    # CPUs each Ray Train worker reserves (fractions leave room for Ray Data on small hosts);
+    # on CPU a worker runs this many torch threads, rounded up.
     cpus_per_worker: float = 1.0
     # Peak dense bf16 TFLOP/s of one GPU, for MFU (989 for H100 SXM, ~790 measured on H200).
     gpu_peak_tflops: float = 0.0
@@ -272,7 +279,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    dataset: str = "builtin:arithmetic-heldout"
+    dataset: str = "builtin:division-heldout"
     format: DataFormat = DataFormat.auto
     num_problems: int = 500
     # Self-consistency: sampled answers per problem (0 turns sc@n off) and their temperature.
@@ -558,7 +565,7 @@ def _validate_recipe(config: SelfEvoConfig) -> None:
         if not config.data.seed_tasks:
             raise ConfigError(
                 "recipe.name=isheep needs data.seed_tasks: a prompt file (e.g. "
-                "seed_tasks.jsonl) or builtin:arithmetic",
+                "seed_tasks.jsonl) or a demo world's (builtin:division)",
                 "data.seed_tasks",
             )
     if recipe.instruction_min_words > recipe.instruction_max_words:
@@ -566,6 +573,13 @@ def _validate_recipe(config: SelfEvoConfig) -> None:
             "recipe.instruction_min_words must not exceed recipe.instruction_max_words",
             "recipe.instruction_min_words",
         )
+    for key in ("self_filter", "meta_skill_data"):
+        if recipe.name is not RecipeName.self and not getattr(recipe, key):
+            raise ConfigError(
+                f"recipe.{key}=false is one of SELF's ablation arms; recipe.name is "
+                f"{recipe.name.value}",
+                f"recipe.{key}",
+            )
     if recipe.skills_warmup:
         if recipe.name is RecipeName.self:
             raise ConfigError(

@@ -107,7 +107,8 @@ def heldout_metrics(
 
 
 def judge_quality(records: Iterable[Record]) -> dict[str, Any]:
-    """Precision and recall of the first self-judgement "correct" against the gold."""
+    """How the first self-judgement agrees with the gold: precision and recall of "correct",
+    and ``agreement``, the share of judged answers whose verdict the gold bears out."""
     records = list(records)
     tp = fp = fn = tn = 0
     for record in records:
@@ -122,7 +123,8 @@ def judge_quality(records: Iterable[Record]) -> dict[str, Any]:
     return {
         "precision": tp / (tp + fp) if tp + fp else None,
         "recall": tp / (tp + fn) if tp + fn else None,
-        "judged": tp + fp + fn + tn,
+        "agreement": (tp + tn) / judged if (judged := tp + fp + fn + tn) else None,
+        "judged": judged,
         "judged_correct": tp + fp,
         "verdict_line_agreement": verdict_line_agreement(records),
     }

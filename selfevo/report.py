@@ -46,12 +46,14 @@ def _round_entry(index: int, steps: dict[str, dict[str, Any]]) -> dict[str, Any]
         "round": index,
         "direct_acc": _acc(evaluation, "direct"),
         "direct_ci": (evaluation.get("direct") or {}).get("ci"),
+        "eval_n": (evaluation.get("direct") or {}).get("n"),
         "refine_acc": _acc(evaluation, "refine"),
         "refine_ci": (evaluation.get("refine") or {}).get("ci"),
         "sc_acc": _acc(evaluation, "sc"),
         "sc_ci": (evaluation.get("sc") or {}).get("ci"),
         "eval_judge_precision": (evaluation.get("judge") or {}).get("precision"),
         "eval_judge_recall": (evaluation.get("judge") or {}).get("recall"),
+        "eval_judge_agreement": (evaluation.get("judge") or {}).get("agreement"),
         "generated": filtered.get("generated") if index else None,
         "kept": filtered.get("kept") if index else None,
         "kept_acc": filtered.get("kept_acc") if index else None,
@@ -116,6 +118,7 @@ def table_rows(summary: dict[str, Any]) -> list[list[str]]:
         "kept acc",
         "all acc",
         "filter precision",
+        "held-out judge: agree (P/R)",
     ]
     rows = [header]
     for r in summary["rounds"]:
@@ -131,9 +134,19 @@ def table_rows(summary: dict[str, Any]) -> list[list[str]]:
                 _fmt(r["kept_acc"]),
                 _fmt(r["all_acc"]),
                 _fmt(r["judge_precision"]),
+                _judge_cell(r),
             ]
         )
     return rows
+
+
+def _judge_cell(entry: dict[str, Any]) -> str:
+    """The held-out judge's agreement with the gold, with its precision and recall."""
+    agreement = entry.get("eval_judge_agreement")
+    if agreement is None:
+        return "-"
+    precision, recall = entry.get("eval_judge_precision"), entry.get("eval_judge_recall")
+    return f"{_fmt(agreement)} ({_fmt(precision, 2)}/{_fmt(recall, 2)})"
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -270,7 +283,9 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
         "round (after meta-skill learning or a warm-up, when the run has one). *kept acc* and "
         "*all acc* score the self-filter's kept answers and every self-generated answer "
         "against the gold; *filter precision* is the share of answers the model judged "
-        '"correct" that are correct.',
+        '"correct" that are correct; the *held-out judge* column is how often the model\'s '
+        "verdict on its own held-out answers agrees with the gold, with the precision and "
+        'recall of its "correct".',
         "",
         _markdown_table(summary),
         "",

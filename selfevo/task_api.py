@@ -66,11 +66,34 @@ class BuiltinData:
 
 @dataclass(frozen=True)
 class BuiltinModel:
-    """A ``builtin:`` model: a checkpoint directory, and how to rebuild it when missing."""
+    """A ``builtin:`` model: a checkpoint directory, how to rebuild it when missing, and the
+    module whose ``train_seed(output, seed=, emit=, **options)`` trains it from scratch for
+    ``selfevo demo seed --world WORLD``."""
 
     name: str
     path: Path
     rebuild: str = ""
+    world: str = ""
+    trainer: str = ""
+
+
+# Short prompt forms for the demo worlds' character-level models, which learn them from their
+# meta-skill data (the general templates are far longer than their context can use well).
+CHAR_MODEL_TEMPLATES: dict[str, str] = {
+    "answer": "{question}",
+    # {answer} is the response's final answer, not all of it (the worlds' oracles say why).
+    "feedback": "{question}\nCheck: {answer}",
+    # The question comes last, next to where the refinement starts: the char model learned to
+    # read operands a few dozen characters back, and misread them from the far end of a
+    # critique (refinements copied "778+738" as "767+786").
+    "refine": "Fix: {answer}\n{feedback}\n{question}",
+    "assess_quality": "{question}\nRate: {answer}",
+    "assess_following": "{question}\nForm: {equation}",
+    "synthesize": "New problems:\n{examples}",
+    "mistake_induce": "{question}\nMistake:",
+    "mistake_analyze_guided": "{question}\nFlawed: {answer}",
+    "mistake_analyze": "{question}\nCheck: {answer}",
+}
 
 
 TASKS: dict[str, Task] = {}

@@ -1,5 +1,5 @@
-"""``selfevo run``, ``config show``, ``report`` and ``plan``: running a recipe and inspecting
-its config, its report and its GPU layout."""
+"""``selfevo run``, ``ablate``, ``config show``, ``report`` and ``plan``: running a recipe or
+SELF's ablations, and inspecting a config, a report and a GPU layout."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import json
 import sys
 from pathlib import Path
 
-from selfevo.cli.common import add_config_arguments, config_of, progress, stderr_for_libraries
+from selfevo.cli.common import (
+    add_config_arguments,
+    config_of,
+    configs_and_overrides,
+    progress,
+    stderr_for_libraries,
+)
 from selfevo.config import ConfigError, load_config, split_configs_and_overrides, to_yaml
 
 
@@ -16,6 +22,18 @@ def register(commands) -> None:
     run = commands.add_parser("run", help="run a recipe (default: the embedded demo)")
     add_config_arguments(run)
     run.set_defaults(func=cmd_run)
+
+    ablate = commands.add_parser(
+        "ablate", help="SELF's ablations: filtered vs not, rounds, training strategies, ..."
+    )
+    add_config_arguments(ablate)
+    ablate.add_argument(
+        "--rounds", type=int, default=3, help="rounds of the main arm (the others run fewer)"
+    )
+    ablate.add_argument(
+        "--arms", help="a comma-separated subset: self,unfiltered,restart,continual_alone,qa_only"
+    )
+    ablate.set_defaults(func=cmd_ablate)
 
     config = commands.add_parser("config", help="inspect configs")
     actions = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -99,6 +117,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     print(format_table(summary))
     print(f"wall time {summary['wall_seconds']:.0f}s; report: {run_dir / 'report.md'}")
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    configs, overrides = configs_and_overrides(args.words)
+    config = load_config(configs, overrides)
+    out = Path(config.run.output_dir) / f"{config.run.name}-ablation"
+    print(f"ablation directory: {out}", flush=True)
+    with stderr_for_libraries():
+        from actors.ablation import run_ablation
+        from actors.runtime import init_ray
+
+        local = init_ray(config.cluster, quiet=True)
+        try:
+            names = args.arms.split(",") if args.arms else None
+            report = run_ablation(configs, overrides, args.rounds, progress, names)
+        finally:
+            _point_at_logs(out, local)
+    from selfevo.ablation import markdown
+
+    print(markdown(report["comparisons"]))
+    print(f"wall time {report['wall_seconds']:.0f}s; report: {out / 'ablation.md'}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The demo world: arithmetic word problems a tiny model can learn on a CPU, with a gold answer.
+"""The arithmetic demo world: word problems a tiny model can learn on a CPU, with a gold answer.
 
 Problems add or subtract two three-digit numbers, dressed in a few sentence templates. The
 solution format is written for a character-level model and is checkable line by line:
@@ -25,11 +25,13 @@ Splits are disjoint: the held-out problems never appear in the seed, meta-skill 
 pool sets. Where this departs from SELF: the paper's tasks are GSM8K/SVAMP with a 7B+ model;
 this world keeps the method and shrinks the task so that a whole run fits a laptop.
 
-The package holds the whole world: its problems (:mod:`.problems`), oracle (:mod:`.oracle`),
-templates (:mod:`.templates`), seed model (:mod:`.seed_model`, shipped in ``seed_checkpoint/``)
-and the ``selfevo demo`` commands (:mod:`.cli`). It is registered in :mod:`selfevo.tasks` like
-any other task; no other module imports it, and it imports only :mod:`selfevo.task_api` of the
-registry.
+The package holds the whole world: its problems (:mod:`.problems`), oracle (:mod:`.oracle`)
+and seed model (:mod:`.seed_model`, shipped in ``seed_checkpoint/``); its templates are the
+demo worlds' short forms (:data:`selfevo.task_api.CHAR_MODEL_TEMPLATES`). It is registered
+in :mod:`selfevo.tasks` like any other task; no other module imports it, and it imports only
+:mod:`selfevo.task_api` of the registry. The default demo is the division world
+(:mod:`selfevo.division_world`), where checking is easier than solving; this one runs the
+I-SHEEP and mistake-analysis demos (``conf/demo_arithmetic.yaml``).
 """
 
 from __future__ import annotations
@@ -37,9 +39,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from selfevo.demo_world import oracle, problems
-from selfevo.demo_world.templates import TEMPLATES
 from selfevo.records import Record
-from selfevo.task_api import BuiltinData, BuiltinModel, Task
+from selfevo.task_api import CHAR_MODEL_TEMPLATES, BuiltinData, BuiltinModel, Task
 
 SEED_CHECKPOINT = Path(__file__).resolve().parent / "seed_checkpoint"
 
@@ -82,7 +83,7 @@ WORLD = Task(
     assessment=_assessment,
     flawed_solution=_flawed_solution,
     prompt_record=problems.problem_record,
-    templates=TEMPLATES,
+    templates=CHAR_MODEL_TEMPLATES,
     writes_warmups=True,
 )
 BUILTIN_DATA = (
@@ -93,6 +94,8 @@ BUILTIN_MODELS = (
     BuiltinModel(
         "builtin:arithmetic-seed",
         SEED_CHECKPOINT,
-        rebuild=f"selfevo demo seed --output {SEED_CHECKPOINT}",
+        rebuild=f"selfevo demo seed --world arithmetic --output {SEED_CHECKPOINT}",
+        world="arithmetic",
+        trainer="selfevo.demo_world.seed_model",
     ),
 )

@@ -50,9 +50,11 @@ def critique(ctx: RunContext, index: int) -> StepResult:
 
 
 def filter_kept(ctx: RunContext, index: int) -> StepResult:
+    """Keep what the model judged correct (with ``recipe.self_filter`` off, every answer in
+    its latest form, judged correct or not: the ablation's unfiltered arm)."""
     records = ctx.records_of(f"round{index}.critique")
     for record in records:
-        finalize(record)
+        finalize(record, judged=ctx.config.recipe.self_filter)
     return filtered(ctx, index, records, filter_quality(records))
 
 
@@ -60,7 +62,8 @@ def meta_corpus(ctx: RunContext) -> list[TrainExample]:
     """D_meta (critiques and refinements) plus the labeled QA pairs."""
     labeled = ctx.records_of("meta.label", "labeled")
     template_set = ctx.config.recipe.template_set
-    return meta_examples(labeled, template_set) + qa_examples(labeled, template_set)
+    qa = qa_examples(labeled, template_set)
+    return meta_examples(labeled, template_set) + qa if ctx.config.recipe.meta_skill_data else qa
 
 
 def round_examples(ctx: RunContext, records: list[Record]) -> list[TrainExample]:

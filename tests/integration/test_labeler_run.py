@@ -87,7 +87,7 @@ def test_run_with_an_openai_labeler_completes_and_records_failures(
     url, judge = judge_url
     monkeypatch.setenv("SELFEVO_RUN_TEST_KEY", SECRET)
     config = load_config(
-        "demo",
+        "demo_arithmetic",
         [
             f"run.output_dir={tmp_path}",
             "run.name=labeled",

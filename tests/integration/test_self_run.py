@@ -16,7 +16,7 @@ from actors.coordinator import run_recipe
 from actors.models import load_model
 from selfevo.config import load_config
 from selfevo.manifest import Manifest, plan_steps
-from selfevo.parsers import rederived_judgement
+from selfevo.parsers import parse_judgement
 from selfevo.recipes import RECIPES
 from selfevo.records import KEPT, REJECTED, table_to_records
 
@@ -57,11 +57,15 @@ def test_reduced_demo_completes_and_accounts_for_every_prompt(finished_run):
     assert all(r.reject_reason for r in filtered if r.status == REJECTED)
     assert summary["rounds"][1]["generated"] == 48
     assert summary["rounds"][1]["kept"] == sum(r.status == KEPT for r in filtered)
-    # The demo judges by re-derivation: each judgement is the critique's answer vs the response's.
-    judged = [r for r in filtered if r.judgement is not None]
-    assert judged
-    for record in judged:
-        assert record.judgement == rederived_judgement(record.feedback, record.response).judgement
+    # The demo judges as SELF does, by the critique's own verdict line. A 3-step meta-skill
+    # model seldom writes one: such rows are rejected, and the reason says so.
+    for record in filtered:
+        if record.judgement is not None:
+            assert record.judgement == parse_judgement(record.feedback).judgement
+        else:
+            assert record.status == REJECTED and record.reject_reason
+    unjudged = [r for r in filtered if (r.reject_reason or "").startswith("no_judgement")]
+    assert all("verdict" in r.reject_reason or "Judgement" in r.reject_reason for r in unjudged)
     labeled = _ids(run_dir / "meta/labeled.parquet")
     assert len(labeled) == 32
 

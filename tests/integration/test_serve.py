@@ -53,7 +53,7 @@ def _fake_run(root):
     (root / "manifest.json").write_text(json.dumps({"steps": steps}))
     rounds = [{"round": 0, "direct_acc": 0.5}, {"round": 1, "direct_acc": 0.6}]
     (root / "summary.json").write_text(json.dumps({"rounds": rounds}))
-    config = load_config("demo", ["engine.backend=hf", "recipe.task=arithmetic"])
+    config = load_config("demo_arithmetic", ["engine.backend=hf"])
     (root / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
     return root
 

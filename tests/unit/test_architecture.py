@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("selfevo", "actors", "launch")
 MAX_FUNCTION_LINES = 60
@@ -101,10 +103,10 @@ def test_no_function_is_longer_than_60_lines():
     assert not long, "\n".join(long)
 
 
-def test_only_the_task_registry_imports_the_demo_world():
-    """General code asks selfevo.tasks; the demo world is one registered task among others."""
+@pytest.mark.parametrize("world", ["selfevo.demo_world", "selfevo.division_world"])
+def test_only_the_task_registry_imports_a_demo_world(world):
+    """General code asks selfevo.tasks; a demo world is one registered task among others."""
     modules = _modules()
-    world = "selfevo.demo_world"
     importers = {
         name
         for name, path in modules.items()

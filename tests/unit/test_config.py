@@ -124,7 +124,7 @@ def test_recipe_rules_name_the_key():
         load_config("demo", ["recipe.name=isheep", "recipe.synthesize_per_round=4"])
     with pytest.raises(ConfigError, match="SELF's meta-skill learning always runs"):
         load_config("demo", ["recipe.skills_warmup=true"])
-    with pytest.raises(ConfigError, match=r"recipe\.task in \['arithmetic'\]"):
+    with pytest.raises(ConfigError, match=r"recipe\.task in \[.*'arithmetic'"):
         load_config("recipes/mistake_analysis_demo", ["recipe.task=math"])
     with pytest.raises(ConfigError, match="instruction_min_words"):
         load_config("recipes/isheep_demo", ["recipe.instruction_min_words=200"])
@@ -194,7 +194,7 @@ def test_every_config_key_is_read_somewhere():
 
 def test_the_schema_default_model_is_one_the_resolver_knows():
     from selfevo.config import SelfEvoConfig
-    from selfevo.demo_world import SEED_CHECKPOINT
+    from selfevo.division_world import SEED_CHECKPOINT
     from selfevo.tasks import resolve_model
 
     assert resolve_model(SelfEvoConfig().model.name_or_path) == str(SEED_CHECKPOINT)

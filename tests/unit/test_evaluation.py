@@ -104,6 +104,20 @@ def test_filter_quality_compares_kept_with_all_answers():
     assert judge["judged_correct"] == 2 and judge["precision"] == 0.5
 
 
+def test_judge_agreement_counts_verdicts_the_gold_bears_out():
+    rows = [
+        _row("a", 0, "5", "The answer is 5.", "correct"),  # right, said correct
+        _row("b", 0, "5", "The answer is 6.", "incorrect"),  # wrong, said incorrect
+        _row("c", 0, "5", "The answer is 5.", "incorrect"),  # right, flagged
+        _row("d", 0, "5", "The answer is 7.", "correct"),  # wrong, passed
+        _row("e", 0, "5", "The answer is 5."),  # not judged: not counted
+    ]
+    judge = judge_quality(rows)
+    assert judge["judged"] == 4 and judge["agreement"] == 0.5
+    assert judge["precision"] == 0.5 and judge["recall"] == 0.5
+    assert judge_quality(rows[4:])["agreement"] is None
+
+
 def test_verdict_line_agreement_compares_stated_verdicts_with_judgements():
     rows = [_row(p, 0, "5", "The answer is 5.", "correct") for p in "abc"]
     rows[0].feedback = "The answer is 5.\nJudgement: correct"

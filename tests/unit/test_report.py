@@ -21,7 +21,7 @@ def _finished_run(tmp_path, rounds=1):
                     "n": 500,
                 },
                 "refine": {"acc": acc + 0.01, "ci": [acc - 0.03, acc + 0.05], "n": 500},
-                "judge": {"precision": 0.9, "recall": 0.8},
+                "judge": {"precision": 0.9, "recall": 0.8, "agreement": 0.85},
             }
         if step.name.endswith(".filter"):
             metrics = {
@@ -65,6 +65,7 @@ def test_report_writes_summary_markdown_and_plots(tmp_path):
     assert "| 2 | 0.800 [0.760, 0.840] |" in report
     table = format_table(summary)
     assert table.splitlines()[0].startswith("round") and "60/100" in table
+    assert "held-out judge" in table and "0.850 (0.90/0.80)" in table
 
 
 def test_half_finished_run_reports_the_rounds_it_has(tmp_path):

@@ -1,0 +1,271 @@
+"""SELF's ablations, the pure part: the arms ``selfevo ablate`` runs, and the comparisons it
+draws from their summaries, each set against the paper's finding.
+
+The arms are runs of one config that differ in one setting each:
+
+- ``self``: the method (continual training with the meta-skill data replayed), ``rounds``
+  rounds: accuracy per round, kept vs all self-generated answers, and direct vs
+  self-refined vs self-consistent answers at inference;
+- ``unfiltered``: one round trained on every answer, judged correct or not;
+- ``restart``: each round trains the base model afresh on the meta-skill data and every
+  round's kept answers;
+- ``continual_alone``: continual training without the meta-skill replay;
+- ``qa_only``: meta-skill learning on the QA pairs alone (no critiques or refinements).
+
+The arms that change only the rounds start from the ``self`` arm's meta-skill model and
+round-0 evaluation (``shares_meta``), so the comparison is of the rounds alone and the
+meta-skill phase runs twice, not five times.
+
+Every figure carries its Wilson 95% interval. A finding "holds" when the demo's ordering is
+the paper's; it holds "beyond the intervals" when the intervals do not overlap.
+Departures from the paper: the paper ran its ablations on Vicuna-7B with GSM8K; here they
+run on whatever the config names (the demo world by default), on a scale that fits a laptop.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from selfevo.scoring import wilson_interval
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    overrides: tuple[str, ...]
+    rounds: int
+    shares_meta: bool
+    what: str
+
+
+def arms(rounds: int = 3, names: list[str] | None = None) -> list[Arm]:
+    """The ablation's arms for a ``rounds``-round main arm (the others run fewer); ``names``
+    picks some (``self`` among them when an arm shares its meta-skill phase)."""
+    if rounds < 1:
+        raise ValueError(f"the ablation needs at least one round, got {rounds}")
+    every = _arms(rounds)
+    if names is None:
+        return every
+    known = [arm.name for arm in every]
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"unknown ablation arm(s) {unknown}; known: {known}")
+    chosen = [arm for arm in every if arm.name in names]
+    if "self" not in names and any(arm.shares_meta for arm in chosen):
+        raise ValueError("arms that share the meta-skill phase need the self arm too")
+    return chosen
+
+
+def _arms(rounds: int) -> list[Arm]:
+    strategy_rounds = min(rounds, 2)
+    return [
+        Arm(
+            "self",
+            ("train.mode=continual",),
+            rounds,
+            False,
+            "SELF: continual training with the meta-skill data replayed",
+        ),
+        Arm(
+            "unfiltered",
+            ("train.mode=continual", "recipe.self_filter=false"),
+            1,
+            True,
+            "round 1 trained on every answer, judged correct or not",
+        ),
+        Arm(
+            "restart",
+            ("train.mode=restart",),
+            strategy_rounds,
+            True,
+            "each round trains the base model afresh on the meta-skill data and all rounds",
+        ),
+        Arm(
+            "continual_alone",
+            ("train.mode=continual", "train.meta_mix_ratio=0"),
+            strategy_rounds,
+            True,
+            "continual training without the meta-skill replay",
+        ),
+        Arm(
+            "qa_only",
+            ("recipe.meta_skill_data=false",),
+            0,
+            False,
+            "meta-skill learning on the QA pairs alone",
+        ),
+    ]
+
+
+def figure(label: str, acc: float | None, n: int | None) -> dict[str, Any]:
+    """One accuracy with its Wilson 95% interval (None when it was not measured)."""
+    if acc is None or not n:
+        return {"label": label, "acc": None, "ci": None, "n": n or 0}
+    low, high = wilson_interval(round(acc * n), n)
+    return {"label": label, "acc": acc, "ci": [round(low, 4), round(high, 4)], "n": n}
+
+
+def _round(summary: dict[str, Any] | None, index: int) -> dict[str, Any]:
+    rounds = (summary or {}).get("rounds") or []
+    return rounds[index] if index < len(rounds) else {}
+
+
+def _eval_figure(label: str, entry: dict[str, Any], key: str) -> dict[str, Any]:
+    return figure(label, entry.get(f"{key}_acc"), entry.get("eval_n"))
+
+
+def _ordering(figures: list[dict[str, Any]], strict: bool = True) -> dict[str, Any]:
+    """Whether ``figures`` are in decreasing order (non-increasing when not ``strict``), and
+    whether each step down is beyond the intervals."""
+    measured = [f for f in figures if f["acc"] is not None]
+    if len(measured) < len(figures) or len(figures) < 2:
+        return {"holds": None, "beyond_intervals": None}
+    pairs = list(itertools.pairwise(figures))
+    holds = all(a["acc"] > b["acc"] if strict else a["acc"] >= b["acc"] for a, b in pairs)
+    beyond = holds and all(a["ci"][0] > b["ci"][1] for a, b in pairs)
+    return {"holds": holds, "beyond_intervals": beyond}
+
+
+def _figures(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each comparison's figures, from the arms' summaries."""
+    main = summaries.get("self")
+    last = max(0, len((main or {}).get("rounds") or []) - 1)
+    first, final, at = _round(main, 1), _round(main, last), min(2, last)
+    return {
+        "last": last,
+        "strategy_round": at,
+        "kept": [
+            figure("kept answers", first.get("kept_acc"), first.get("kept")),
+            figure("all answers", first.get("all_acc"), first.get("generated")),
+        ],
+        "trained": [
+            _eval_figure("trained on kept answers", first, "direct"),
+            _eval_figure(
+                "trained on all answers", _round(summaries.get("unfiltered"), 1), "direct"
+            ),
+        ],
+        "rounds": [_eval_figure(f"round {i}", _round(main, i), "direct") for i in range(last + 1)],
+        "strategy": [
+            _eval_figure("restart", _round(summaries.get("restart"), at), "direct"),
+            _eval_figure("continual + meta replay", _round(main, at), "direct"),
+            _eval_figure("continual alone", _round(summaries.get("continual_alone"), at), "direct"),
+        ],
+        "inference": [
+            _eval_figure("self-refined", final, "refine"),
+            _eval_figure("direct", final, "direct"),
+        ],
+        "consistency": _eval_figure("self-consistency", final, "sc"),
+        "meta": [
+            _eval_figure("QA + meta-skill data", _round(main, 0), "direct"),
+            _eval_figure("QA only", _round(summaries.get("qa_only"), 0), "direct"),
+        ],
+    }
+
+
+def comparisons(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The paper's comparisons from the arms' summaries, each with the paper's finding and
+    whether the demo reproduces its ordering."""
+    f = _figures(summaries)
+    return [
+        _comparison(
+            "self-filter: accuracy of round 1's self-generated answers",
+            f["kept"],
+            "filtered 44.10% vs unfiltered 27.11% correct",
+            _ordering(f["kept"]),
+        ),
+        _comparison(
+            "self-filter: round 1's model (held-out direct)",
+            f["trained"],
+            "training on filtered data beats unfiltered",
+            _ordering(f["trained"]),
+        ),
+        _comparison(
+            "rounds (held-out direct)",
+            f["rounds"],
+            "25.39 -> 27.67 -> 28.66 -> 29.64 over three rounds",
+            _ordering(list(reversed(f["rounds"])), strict=False),
+        ),
+        _comparison(
+            f"training strategy (round {f['strategy_round']}, held-out direct)",
+            f["strategy"],
+            "restart 27.67 > continual with meta-skill data 27.22 > continual alone 24.87",
+            _ordering(f["strategy"]),
+        ),
+        _comparison(
+            f"inference (round {f['last']}): self-refinement vs direct",
+            [*f["inference"], f["consistency"]],
+            "self-refinement adds 1.67 points; self-consistency reported beside it",
+            _ordering(f["inference"], strict=False),
+        ),
+        _comparison(
+            "meta-skill learning (round 0, held-out direct)",
+            f["meta"],
+            "QA + meta-skill data beats QA only",
+            _ordering(f["meta"]),
+        ),
+    ]
+
+
+def _comparison(
+    name: str, figures: list[dict[str, Any]], paper: str, ordering: dict[str, Any]
+) -> dict[str, Any]:
+    return {"comparison": name, "figures": figures, "paper": paper, **ordering}
+
+
+def _cell(fig: dict[str, Any]) -> str:
+    if fig["acc"] is None:
+        return f"{fig['label']}: not measured"
+    low, high = fig["ci"]
+    return f"{fig['label']} {fig['acc']:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _verdict(row: dict[str, Any]) -> str:
+    if row["holds"] is None:
+        return "not measured"
+    if not row["holds"]:
+        return "**differs from the paper**"
+    return (
+        "holds, beyond the intervals" if row["beyond_intervals"] else "holds, within the intervals"
+    )
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The comparisons as a markdown table (figures with their 95% intervals)."""
+    lines = [
+        "| comparison | demo (95% CI) | paper | paper's ordering |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        figures = "<br>".join(_cell(f) for f in row["figures"])
+        lines.append(f"| {row['comparison']} | {figures} | {row['paper']} | {_verdict(row)} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Any) -> None:
+    """One panel per comparison: each figure as a point with its 95% interval, on an axis
+    framed to the panel's data (matplotlib imported only here)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), 1, figsize=(7, 1.6 * len(rows) + 0.6), squeeze=False)
+    for ax, row in zip(axes[:, 0], rows, strict=True):
+        measured = [f for f in row["figures"] if f["acc"] is not None]
+        for y, fig_ in enumerate(measured):
+            low, high = fig_["ci"]
+            ax.errorbar(fig_["acc"], y, xerr=[[fig_["acc"] - low], [high - fig_["acc"]]], fmt="o")
+        ax.set_yticks(range(len(measured)), [f["label"] for f in measured], fontsize=7)
+        ax.set_title(row["comparison"], fontsize=8)
+        if measured:
+            low = min(f["ci"][0] for f in measured)
+            high = max(f["ci"][1] for f in measured)
+            pad = max(0.01, 0.1 * (high - low))
+            ax.set_xlim(max(0.0, low - pad), min(1.0, high + pad))
+        ax.tick_params(axis="x", labelsize=7)
+    axes[-1, 0].set_xlabel("accuracy (95% CI)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

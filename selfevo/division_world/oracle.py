@@ -1,0 +1,95 @@
+"""The division world's oracle: the check it writes (and the model learns to write), the
+self-assessment texts and the flawed solutions of I-SHEEP's and mistake analysis's warm-ups.
+
+The check multiplies the answer under review back and compares the product with the
+dividend digit by digit::
+
+    684/4           <- the equation, read from the question
+    171*4           <- the answer under review times the divisor, ones first with carries
+    1*4=4 c0
+    7*4=8 c2
+    1*4+2=6 c0
+    =00684          <- the product, zero-padded to five digits
+    00684           <- the dividend, padded the same way
+    0=0 0=0 6=6 8=8 4=4
+    Judgement: correct
+
+The verdict follows from the pairs: ``correct`` when every pair is ``=``. Why this form: a
+tiny model that wrote ``684 vs 2177: differ`` was right about the product 98% of the time
+and at chance on the comparison (comparing two numbers written apart is what it cannot do);
+pairing the digits on one line makes each comparison local, and its verdict then agreed with
+gold on 99.5% of its own answers (measured offline; the README has the figures).
+"""
+
+from __future__ import annotations
+
+from selfevo.division_world.problems import (
+    TASK,
+    digit_pairs,
+    equation,
+    product_lines,
+    solution_lines,
+)
+from selfevo.parsers import given_answer
+from selfevo.records import CORRECT, INCORRECT, Record
+
+# An answer with more digits than this cannot be a quotient of the world; its check says so
+# instead of multiplying it out.
+MAX_ANSWER_DIGITS = 6
+
+
+def operands(record: Record) -> tuple[int, int] | None:
+    """(dividend, divisor) of a division-world record, or None for a record from elsewhere."""
+    meta = record.meta
+    if record.task != TASK or not {"dividend", "divisor"} <= set(meta):
+        return None
+    return int(meta["dividend"]), int(meta["divisor"])
+
+
+def check(dividend: int, divisor: int, response: str | None) -> tuple[str, str]:
+    """``(judgement, feedback)``: the multiply-back check of ``response``'s final answer."""
+    given = given_answer(response)
+    head = equation(dividend, divisor)
+    if not given.isdigit() or len(given) > MAX_ANSWER_DIGITS:
+        return INCORRECT, f"{head}\nNot a whole answer: {given}.\nJudgement: {INCORRECT}"
+    lines, product = product_lines(int(given), divisor)
+    padded_product, padded_dividend, pairs = digit_pairs(product, dividend)
+    verdict = CORRECT if product == dividend else INCORRECT
+    body = [head, *lines, f"={padded_product}", padded_dividend, pairs, f"Judgement: {verdict}"]
+    return verdict, "\n".join(body)
+
+
+def flawed_solution(dividend: int, divisor: int) -> str:
+    """A long division with one slip: one step's quotient digit one too high (or low at 9),
+    copied into the answer. The lines keep the solution's format."""
+    lines = solution_lines(dividend, divisor)
+    steps = lines[1:-1]
+    digits = [int(step.split("=")[1].split(" ")[0]) for step in steps]
+    slip = max(range(len(steps)), key=lambda i: (digits[i] > 0, i == len(steps) // 2))
+    wrong_digit = digits[slip] + 1 if digits[slip] < 9 else digits[slip] - 1
+    left, right = steps[slip].split("=")
+    steps[slip] = f"{left}={wrong_digit} {right.split(' ')[1]}"
+    digits[slip] = wrong_digit
+    wrong = int("".join(map(str, digits)))
+    return "\n".join([lines[0], *steps, f"The answer is {wrong}."])
+
+
+def assessment(dividend: int, divisor: int, response: str | None) -> tuple[str, str]:
+    """The oracle's (quality, following) self-assessment texts for a response: quality is the
+    check with a score (9 right, 2 wrong); following compares the response's first line with
+    the question's equation (9 the same, 2 not). Both end in ``Score: N``."""
+    verdict, feedback = check(dividend, divisor, response)
+    quality = 9 if verdict == CORRECT else 2
+    checked = feedback.rsplit("\n", 1)[0]
+    wanted, written = equation(dividend, divisor), response_equation(response)
+    following = 9 if written == wanted else 2
+    return (
+        f"{checked}\nScore: {quality}",
+        f"{wanted}\nGiven {written}.\nScore: {following}",
+    )
+
+
+def response_equation(response: str | None) -> str:
+    """A response's first line (where the world's solutions write the equation)."""
+    lines = (response or "").strip().splitlines()
+    return lines[0].strip()[:20] if lines else "none"

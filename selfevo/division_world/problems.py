@@ -1,0 +1,188 @@
+"""The division world's problems: generated, split, solved and checked in the world's
+format, and read back from model-written text.
+
+A problem shares a whole number of things equally: ``a = q * d`` with a one-digit divisor
+``d`` (2-9) and a quotient ``q`` of three or four digits (100-9999), 79,200 problems in all.
+The space is that large on purpose: a tiny model trained on a few thousand problems of a
+smaller one memorises them instead of learning the procedure, and then round prompts it has
+not seen tell nothing. A tenth of the problems (by a hash of ``(q, d)``) is held out; the
+seed, meta-skill and pool splits draw from the rest with their own random streams.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+
+from selfevo.records import Record
+
+TASK = "division"
+SPLITS = ("seed", "meta", "pool", "heldout")
+DIVISORS = range(2, 10)
+QUOTIENTS = range(100, 10000)
+# Checks compare the product and the dividend digit by digit at this width (the largest
+# dividend, 9999 * 9, has five digits).
+CHECK_WIDTH = 5
+
+_NAMES = ("Mia", "Leo", "Ana", "Sam", "Kai", "Zoe", "Ben", "Ivy")
+_ITEMS = ("stamps", "apples", "coins", "books", "shells", "cards", "beads", "pens")
+_TEMPLATES = (
+    "{name} shares {a} {item} among {d} friends. How many each?",
+    "A shop packs {a} {item} into {d} equal boxes. How many per box?",
+    "{name} splits {a} {item} into {d} equal piles. How many per pile?",
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    question: str
+    dividend: int
+    divisor: int
+
+    @property
+    def answer(self) -> int:
+        return self.dividend // self.divisor
+
+    def solution(self) -> str:
+        return solution_text(self.dividend, self.divisor)
+
+    def to_record(self, source: str = "builtin:division") -> Record:
+        return Record(
+            id=self.id,
+            prompt_id=self.id,
+            prompt=self.question,
+            task=TASK,
+            source=source,
+            gold=str(self.answer),
+            meta=_meta(self.dividend, self.divisor),
+        )
+
+
+def _meta(dividend: int, divisor: int) -> dict[str, str]:
+    return {
+        "dividend": str(dividend),
+        "divisor": str(divisor),
+        "solution": solution_text(dividend, divisor),
+    }
+
+
+def equation(dividend: int, divisor: int) -> str:
+    return f"{dividend}/{divisor}"
+
+
+def solution_lines(dividend: int, divisor: int) -> list[str]:
+    """Long division a digit at a time: ``28/4=7 r0`` brings down the next digit each line."""
+    lines, remainder = [equation(dividend, divisor)], 0
+    for digit in str(dividend):
+        current = remainder * 10 + int(digit)
+        lines.append(f"{current}/{divisor}={current // divisor} r{current % divisor}")
+        remainder = current % divisor
+    return [*lines, f"The answer is {dividend // divisor}."]
+
+
+def solution_text(dividend: int, divisor: int) -> str:
+    return "\n".join(solution_lines(dividend, divisor))
+
+
+def product_lines(factor: int, divisor: int) -> tuple[list[str], int]:
+    """``factor * divisor`` column by column, ones first, with the carry: ``7*4+2=0 c3``."""
+    lines, carry = [f"{factor}*{divisor}"], 0
+    for digit in reversed(str(factor)):
+        total = int(digit) * divisor + carry
+        plus = f"+{carry}" if carry else ""
+        lines.append(f"{digit}*{divisor}{plus}={total % 10} c{total // 10}")
+        carry = total // 10
+    return lines, factor * divisor
+
+
+def multiplication_text(factor: int, divisor: int) -> str:
+    """The forward procedure on its own (the seed model's exercise): the columns, the answer."""
+    lines, product = product_lines(factor, divisor)
+    return "\n".join([*lines, f"The answer is {product}."])
+
+
+def digit_pairs(product: int, dividend: int) -> tuple[str, str, str]:
+    """Both numbers zero-padded to one width, and their digits paired: ``6=6 1=1 7x8``."""
+    width = max(CHECK_WIDTH, len(str(product)), len(str(dividend)))
+    left, right = f"{product:0{width}d}", f"{dividend:0{width}d}"
+    pairs = " ".join(f"{u}{'=' if u == v else 'x'}{v}" for u, v in zip(left, right, strict=True))
+    return left, right, pairs
+
+
+def split_of(quotient: int, divisor: int) -> str:
+    """A fixed split for every (q, d): 10% held out, the rest shared by the other splits."""
+    digest = hashlib.sha256(f"{quotient}/{divisor}".encode()).digest()
+    return "heldout" if digest[0] < 26 else "train"
+
+
+def make_problems(split: str, count: int, seed: int = 0, start: int = 0) -> list[Problem]:
+    """``count`` problems of ``split``, deterministic in (split, seed, start); ``start`` skips
+    that many problems of the stream (a fresh slice of the pool each round)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    rng = random.Random(f"division:{split}:{seed}")
+    wanted = "heldout" if split == "heldout" else "train"
+    problems: list[Problem] = []
+    index = 0
+    while len(problems) < count:
+        quotient, divisor = rng.choice(QUOTIENTS), rng.choice(DIVISORS)
+        template, name, item = rng.choice(_TEMPLATES), rng.choice(_NAMES), rng.choice(_ITEMS)
+        if split_of(quotient, divisor) != wanted:
+            continue
+        if index >= start:
+            dividend = quotient * divisor
+            question = template.format(name=name, item=item, a=dividend, d=divisor)
+            problems.append(Problem(f"{split}-{seed}-{index}", question, dividend, divisor))
+        index += 1
+    return problems
+
+
+# --- reading a (model-written) problem back -----------------------------------------
+
+
+def _template_pattern(template: str) -> re.Pattern:
+    pattern = re.escape(template)
+    for name, group in (
+        ("name", r"(?P<name>[A-Z][a-z]+)"),
+        ("item", r"(?P<item>[a-z]+)"),
+        ("a", r"(?P<a>\d{1,6})"),
+        ("d", r"(?P<d>\d{1,2})"),
+    ):
+        pattern = pattern.replace(re.escape("{" + name + "}"), group)
+    return re.compile(pattern + r"\s*$")
+
+
+_PATTERNS = [_template_pattern(t) for t in _TEMPLATES]
+
+
+def parse_problem(question: str) -> tuple[int, int] | None:
+    """(dividend, divisor) of a question in one of the world's templates whose divisor is one
+    of the world's and divides the dividend exactly, else None.
+
+    A model-written problem gets its gold answer this way, for scoring only: the method never
+    sees it.
+    """
+    text = question.strip()
+    for pattern in _PATTERNS:
+        match = pattern.match(text)
+        if match:
+            dividend, divisor = int(match["a"]), int(match["d"])
+            if divisor in DIVISORS and dividend % divisor == 0 and dividend > 0:
+                return dividend, divisor
+            return None
+    return None
+
+
+def problem_record(question: str, record_id: str, source: str = "synthesized") -> Record:
+    """A record for a (possibly model-written) question: with gold and solution when it
+    parses as a problem of the world, as a plain prompt otherwise."""
+    record = Record(id=record_id, prompt_id=record_id, prompt=question.strip(), task=TASK)
+    record.source = source
+    known = parse_problem(question)
+    if known is not None:
+        record.gold = str(known[0] // known[1])
+        record.meta = _meta(*known)
+    return record

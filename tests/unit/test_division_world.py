@@ -1,0 +1,130 @@
+"""The division world: long division, the multiply-back check, flawed solutions, splits, and
+model-written problems read back."""
+
+import pytest
+
+from selfevo.division_world import oracle
+from selfevo.division_world.problems import (
+    DIVISORS,
+    make_problems,
+    parse_problem,
+    problem_record,
+    solution_lines,
+    split_of,
+)
+from selfevo.evaluation import is_correct
+from selfevo.oracle import oracle_label
+from selfevo.parsers import parse_judgement
+from selfevo.records import CORRECT, INCORRECT, KEPT
+from selfevo.tasks import builtin_data, task_named
+
+
+def test_long_division_brings_down_one_digit_a_line():
+    assert solution_lines(684, 4) == [
+        "684/4", "6/4=1 r2", "28/4=7 r0", "4/4=1 r0", "The answer is 171.",
+    ]  # fmt: skip
+    assert solution_lines(1368, 8)[1:3] == ["1/8=0 r1", "13/8=1 r5"]
+
+
+def test_every_solution_is_right_and_every_problem_divides_exactly():
+    for problem in make_problems("seed", 300):
+        assert problem.divisor in DIVISORS and problem.dividend % problem.divisor == 0
+        assert 100 <= problem.answer <= 9999
+        assert is_correct(problem.to_record(), problem.solution())
+        assert parse_problem(problem.question) == (problem.dividend, problem.divisor)
+
+
+def test_splits_are_disjoint_and_deterministic():
+    heldout = make_problems("heldout", 400)
+    assert heldout == make_problems("heldout", 400)
+    held = {(p.answer, p.divisor) for p in heldout}
+    assert all(split_of(q, d) == "heldout" for q, d in held)
+    for split in ("seed", "meta", "pool"):
+        assert not held & {(p.answer, p.divisor) for p in make_problems(split, 2000)}, split
+    assert make_problems("pool", 10, start=10) == make_problems("pool", 20)[10:]
+    with pytest.raises(ValueError, match="unknown split"):
+        make_problems("train", 1)
+
+
+def test_the_check_multiplies_back_and_pairs_the_digits():
+    verdict, feedback = oracle.check(684, 4, "684/4\nThe answer is 171.")
+    assert verdict == CORRECT
+    assert feedback.splitlines() == [
+        "684/4", "171*4", "1*4=4 c0", "7*4=8 c2", "1*4+2=6 c0",
+        "=00684", "00684", "0=0 0=0 6=6 8=8 4=4", "Judgement: correct",
+    ]  # fmt: skip
+    verdict, feedback = oracle.check(684, 4, "The answer is 181.")
+    assert verdict == INCORRECT
+    assert feedback.splitlines()[-4:-1] == ["=00724", "00684", "0=0 0=0 7x6 2x8 4=4"]
+    assert parse_judgement(feedback).judgement == INCORRECT
+    # No whole answer to multiply: said so, judged incorrect.
+    for response in ("no number", "The answer is 42.5.", "The answer is 12345678."):
+        verdict, feedback = oracle.check(684, 4, response)
+        assert verdict == INCORRECT and "Not a whole answer" in feedback
+
+
+def test_the_verdict_follows_the_pairs_for_any_answer():
+    for problem in make_problems("meta", 200):
+        for answer in (problem.answer, problem.answer + 1, problem.answer - 10, 7):
+            verdict, feedback = oracle.check(
+                problem.dividend, problem.divisor, f"The answer is {answer}."
+            )
+            pairs = feedback.splitlines()[-2]
+            assert ("x" not in pairs) == (verdict == CORRECT) == (answer == problem.answer)
+
+
+def test_oracle_labels_division_records_with_a_check_and_the_gold_refinement():
+    problem = make_problems("meta", 1)[0]
+    record = problem.to_record()
+    record.response = problem.solution().replace("The answer is ", "The answer is 1")
+    oracle_label(record)
+    assert record.judgement == INCORRECT and record.status == KEPT
+    assert record.refined_response == problem.solution()
+    assert record.feedback.splitlines()[0] == f"{problem.dividend}/{problem.divisor}"
+    assert oracle.operands(record) == (problem.dividend, problem.divisor)
+
+
+def test_a_flawed_solution_keeps_the_form_and_is_wrong():
+    for problem in make_problems("meta", 100):
+        flawed = oracle.flawed_solution(problem.dividend, problem.divisor)
+        record = problem.to_record()
+        assert not is_correct(record, flawed)
+        right, wrong = problem.solution().splitlines(), flawed.splitlines()
+        assert len(right) == len(wrong) and right[0] == wrong[0]
+        assert sum(a != b for a, b in zip(right[1:-1], wrong[1:-1], strict=True)) == 1
+
+
+def test_assessment_scores_right_and_wrong_answers_apart():
+    problem = make_problems("meta", 1)[0]
+    quality, following = oracle.assessment(problem.dividend, problem.divisor, problem.solution())
+    assert quality.endswith("Score: 9") and following.endswith("Score: 9")
+    quality, following = oracle.assessment(
+        problem.dividend, problem.divisor, "1/2\nThe answer is 3."
+    )
+    assert quality.endswith("Score: 2") and following.endswith("Score: 2")
+
+
+@pytest.mark.parametrize(
+    ("text", "known"),
+    [
+        ("Mia shares 684 coins among 4 friends. How many each?", (684, 4)),
+        ("A shop packs 1368 pens into 8 equal boxes. How many per box?", (1368, 8)),
+        ("Mia shares 685 coins among 4 friends. How many each?", None),  # not exact
+        ("Mia shares 684 coins among 1 friends. How many each?", None),  # divisor outside
+        ("Mia shares coins among friends.", None),
+    ],
+)
+def test_model_written_problems_parse_only_as_exact_divisions(text, known):
+    assert parse_problem(text) == known
+    record = problem_record(text, "s-1")
+    assert (record.gold is not None) == (known is not None)
+    if known:
+        assert record.gold == str(known[0] // known[1])
+
+
+def test_the_world_is_registered_with_its_data_and_templates():
+    task = task_named("division")
+    assert task.writes_warmups and task.templates["feedback"].endswith("Check: {answer}")
+    pool = builtin_data("builtin:division").make("pool", 3, 0, 0)
+    heldout = builtin_data("builtin:division-heldout")
+    assert heldout.heldout and all(r.task == "division" and r.gold for r in pool)
