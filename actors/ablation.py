@@ -27,18 +27,25 @@ from selfevo.recipes import recipe_named
 SHARED_STEPS = ("meta.label", "meta.train", "round0.eval")
 
 
-def _share_meta(source: Path, run_dir: Path, config: SelfEvoConfig) -> None:
-    """Start ``run_dir`` from ``source``'s meta-skill phase and round-0 evaluation."""
-    if (run_dir / MANIFEST_FILE).exists():
-        return  # resuming: shared before
-    for folder in ("meta", "round0"):
-        shutil.copytree(source / folder, run_dir / folder, dirs_exist_ok=True)
-    done = {s["name"]: s for s in json.loads((source / MANIFEST_FILE).read_text())["steps"]}
+def _share_meta(source: Path, run_dir: Path, config: SelfEvoConfig, main_hash: str) -> None:
+    """Start ``run_dir`` from ``source``'s meta-skill phase and round-0 evaluation, which must
+    be done, under the main arm's config (``main_hash``)."""
     recipe = recipe_named(config.recipe.name.value)
     manifest = Manifest.open(
         run_dir, run_config_hash(config), config.recipe.rounds, recipe.round_steps
     )
-    for name in SHARED_STEPS:
+    if all(manifest.is_done(name) for name in SHARED_STEPS):
+        return  # resuming: shared before
+    source_manifest = json.loads((source / MANIFEST_FILE).read_text())
+    done = {s["name"]: s for s in source_manifest["steps"] if s["status"] == "done"}
+    if source_manifest["config_hash"] != main_hash or not set(SHARED_STEPS) <= set(done):
+        raise RuntimeError(
+            f"the self arm in {source} has not finished its meta-skill phase under this "
+            "config; rerun with the self arm"
+        )
+    for folder in ("meta", "round0"):
+        shutil.copytree(source / folder, run_dir / folder, dirs_exist_ok=True)
+    for name in (step for step in SHARED_STEPS if not manifest.is_done(step)):
         manifest.start(name)
         metrics = {**done[name]["metrics"], "shared_from": str(source)}
         manifest.finish(name, done[name]["outputs"], metrics)
@@ -60,37 +67,48 @@ def run_ablation(
         )
     out = Path(base.run.output_dir).resolve() / f"{base.run.name}-ablation"
     started, results = time.perf_counter(), {}
-    for arm in ablation.arms(rounds, arm_names):
-        arm_overrides = [
-            *overrides, *arm.overrides, f"recipe.rounds={arm.rounds}",
-            f"run.output_dir={out}", f"run.name={arm.name}",
-        ]  # fmt: skip
-        config = load_config(configs, arm_overrides)
-        if arm.shares_meta:
-            _share_meta(out / "self", out / arm.name, config)
+    every = ablation.arms(rounds, arm_names)
+    configs_of = {
+        arm.name: load_config(configs, _arm_overrides(overrides, arm, out)) for arm in every
+    }
+    main = ablation.arms(rounds)[0]  # the self arm, whose meta-skill phase others share
+    main_hash = run_config_hash(load_config(configs, _arm_overrides(overrides, main, out)))
+    for arm in every:
         emit(f"[ablate] arm {arm.name}: {arm.what} ({arm.rounds} round(s))")
         results[arm.name] = {
             "what": arm.what,
             "overrides": list(arm.overrides),
             "rounds": arm.rounds,
             "shares_meta": arm.shares_meta,
-            **_run_arm(config, arm.name, emit),
+            **_run_arm(configs_of[arm.name], arm, out, main_hash, emit),
         }
     return _write(out, results, time.perf_counter() - started)
 
 
-def _run_arm(config: SelfEvoConfig, name: str, emit: Callable[[str], None]) -> dict[str, Any]:
+def _arm_overrides(overrides: list[str], arm: ablation.Arm, out: Path) -> list[str]:
+    return [
+        *overrides, *arm.overrides, f"recipe.rounds={arm.rounds}",
+        f"run.output_dir={out}", f"run.name={arm.name}",
+    ]  # fmt: skip
+
+
+def _run_arm(
+    config: SelfEvoConfig, arm: ablation.Arm, out: Path, main_hash: str, emit: Callable
+) -> dict[str, Any]:
     """``{"summary": ...}``, or ``{"summary": None, "error": ...}`` for an arm that failed:
     the other arms still run, and its comparisons read "not measured"."""
     try:
-        return {"summary": run_recipe(config, emit=lambda line: emit(f"[{name}] {line}"))}
+        if arm.shares_meta:
+            _share_meta(out / "self", out / arm.name, config, main_hash)
+        return {"summary": run_recipe(config, emit=lambda line: emit(f"[{arm.name}] {line}"))}
     except Exception as exc:  # one arm's failure must not lose an hour of the others
         error = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
-        emit(f"[ablate] arm {name} failed: {error} (rerun to resume it)")
+        emit(f"[ablate] arm {arm.name} failed: {error} (rerun with the same --rounds to resume)")
         return {"summary": None, "error": error}
 
 
 def _write(out: Path, results: dict[str, Any], seconds: float) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
     rows = ablation.comparisons({name: arm["summary"] for name, arm in results.items()})
     report = {"output_dir": str(out), "wall_seconds": round(seconds, 1), "arms": results,
               "comparisons": rows}  # fmt: skip

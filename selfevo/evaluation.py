@@ -21,7 +21,7 @@ from typing import Any
 
 from selfevo.parsers import (
     answers_match,
-    extract_answer,
+    final_answer,
     format_number,
     parse_judgement,
     parse_number,
@@ -29,13 +29,15 @@ from selfevo.parsers import (
 from selfevo.records import CORRECT, KEPT, Record
 from selfevo.scoring import wilson_interval
 from selfevo.stages import LATEST, latest_response, refined_answer
+from selfevo.tasks import task_named
 
 
 def is_correct(record: Record, response: str | None) -> bool | None:
     """Whether ``response``'s final answer equals the record's gold (None without a gold)."""
     if record.gold is None:
         return None
-    return answers_match(extract_answer(response or "").value, parse_number(record.gold))
+    answer = final_answer(response or "", task_named(record.task).strict_answers)
+    return answers_match(answer.value, parse_number(record.gold))
 
 
 def accuracy(flags: list[bool]) -> dict[str, Any]:
@@ -45,9 +47,10 @@ def accuracy(flags: list[bool]) -> dict[str, Any]:
     return {"acc": right / n if n else None, "ci": [round(low, 4), round(high, 4)], "n": n}
 
 
-def majority_answer(texts: Iterable[str | None]) -> str | None:
-    """The most common final answer among ``texts`` (ties: the earliest); None if none parse."""
-    answers = [extract_answer(t).value for t in texts]
+def majority_answer(texts: Iterable[str | None], strict: bool = False) -> str | None:
+    """The most common final answer among ``texts`` (ties: the earliest); None if none parse
+    (with ``strict``, only strict final answers count)."""
+    answers = [final_answer(t, strict).value for t in texts]
     counts = Counter(format_number(a) for a in answers if a is not None)
     if not counts:
         return None
@@ -66,8 +69,11 @@ def vote(records: Iterable[Record], refine_answer: str | None = None) -> dict[st
         groups[record.prompt_id].append(record)
     return {
         pid: majority_answer(
-            refined_answer(r, refine_answer) if refine_answer else r.response
-            for r in sorted(rows, key=lambda r: r.sample_index)
+            (
+                refined_answer(r, refine_answer) if refine_answer else r.response
+                for r in sorted(rows, key=lambda r: r.sample_index)
+            ),
+            task_named(rows[0].task).strict_answers,
         )
         for pid, rows in groups.items()
     }

@@ -127,6 +127,7 @@ class Answer:
     value: float | None
     method: str | None = None  # "strict" | "last_number"
     reason: str | None = None
+    fraction: bool = False  # written as a/b
 
 
 def _number_value(match: re.Match) -> float | None:
@@ -156,7 +157,7 @@ def extract_answer(text: str | None) -> Answer:
     otherwise the last number in the text; otherwise None with a reason.
     """
     text = text or ""
-    best_end, best_value = -1, None
+    best_end, best_value, best_fraction = -1, None, False
     for marker in _STRICT_MARKERS:
         for found in marker.finditer(text):
             start = _LEAD.match(text, found.end()).end()
@@ -165,17 +166,27 @@ def extract_answer(text: str | None) -> Answer:
                 value = _number_value(number)
                 if value is not None:
                     best_end, best_value = found.start(), value
+                    best_fraction = "/" in number.group("body")
     if best_value is not None:
-        return Answer(best_value, "strict")
+        return Answer(best_value, "strict", fraction=best_fraction)
     numbers = [v for v in (_number_value(m) for m in _NUMBER.finditer(text)) if v is not None]
     if numbers:
         return Answer(numbers[-1], "last_number")
     return Answer(None, None, "no number in the output")
 
 
-def given_answer(response: str | None) -> str:
+def final_answer(text: str | None, strict: bool = False) -> Answer:
+    """:func:`extract_answer`, or with ``strict`` only a stated number (``The answer is N``;
+    neither the text's last number nor a fraction ``a/b``, which may restate the question)."""
+    answer = extract_answer(text)
+    if strict and (answer.method != "strict" or answer.fraction):
+        return Answer(None, None, "no stated final answer ('The answer is N')")
+    return answer
+
+
+def given_answer(response: str | None, strict: bool = False) -> str:
     """A response's final answer as a critic is shown it (``none`` when it has none)."""
-    value = extract_answer(response or "").value
+    value = final_answer(response or "", strict).value
     return format_number(value) if value is not None else "none"
 
 

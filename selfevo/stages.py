@@ -137,7 +137,7 @@ def feedback_prompt(record: Record, response: str, template_set: str = "default"
         template_set=template_set,
         question=record.question_text(),
         response=response,
-        answer=given_answer(response),
+        answer=given_answer(response, task_named(record.task).strict_answers),
     )
 
 
@@ -151,7 +151,7 @@ def refine_prompt(
         template_set=template_set,
         question=record.question_text(),
         response=response,
-        answer=given_answer(response),
+        answer=given_answer(response, task_named(record.task).strict_answers),
         feedback=feedback,
     )
 
@@ -246,7 +246,7 @@ def assess_prompt(record: Record, aspect: str, template_set: str = "default") ->
         template_set=template_set,
         question=record.question_text(),
         response=response,
-        answer=given_answer(response),
+        answer=given_answer(response, task_named(record.task).strict_answers),
         **task_named(record.task).prompt_fields(record, response),
     )
 
@@ -293,7 +293,7 @@ def analysis_prompt(
         template_set=template_set,
         question=record.question_text(),
         response=response,
-        answer=given_answer(response),
+        answer=given_answer(response, task_named(record.task).strict_answers),
     )
 
 

@@ -38,7 +38,10 @@ class Task:
     - ``prompt_record(text, id)``: a model-written prompt as a record of this task;
     - ``templates``: template texts by name (``feedback``, ``refine``...), used for records
       of this task before the template set's own;
-    - ``writes_warmups``: the hooks above can write a skills warm-up.
+    - ``writes_warmups``: the hooks above can write a skill's warm-up;
+    - ``strict_answers``: only a strict final answer (``The answer is N``) counts, never the
+      last number of the text (a world whose working is full of numbers, ``684/4`` among
+      them, would otherwise credit a response that only restates the question).
     """
 
     name: str
@@ -49,6 +52,7 @@ class Task:
     prompt_record: Callable[[str, str], Record] | None = None
     templates: Mapping[str, str] = field(default_factory=dict)
     writes_warmups: bool = False
+    strict_answers: bool = False
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ SHARED = PROJECT_ROOT.parent / "shared"
 REQUIRE_VLLM = os.environ.get("SELFEVO_REQUIRE_VLLM") == "1"
 
 # The demo config cut to CI size: one round of 24 prompts x 2, 32 meta examples, 24 eval
-# problems, 3 training steps (used by the end-to-end run, resume and job-submit tests).
+# problems, 3 training steps, and short critiques (a 3-step model's critique runs on to the
+# limit; used by the end-to-end run, resume, ablation and job-submit tests).
 REDUCED_DEMO = [
+    "sampling.feedback_max_new_tokens=64",
     "recipe.rounds=1",
     "data.prompts_per_round=24",
     "data.meta_examples=32",

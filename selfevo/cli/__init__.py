@@ -1,6 +1,6 @@
 """The ``selfevo`` command line, one module per command group:
 
-- :mod:`~selfevo.cli.run`: ``run``, ``config show``, ``report``, ``plan``
+- :mod:`~selfevo.cli.run`: ``run``, ``ablate``, ``config show``, ``report``, ``plan``
 - :mod:`~selfevo.cli.models`: ``generate``, ``refine``, ``eval``, ``judge``, ``train``
 - :mod:`~selfevo.cli.data`: ``data check``, ``score``
 - :mod:`~selfevo.cli.bench`: ``bench generate``, ``bench train``

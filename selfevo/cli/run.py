@@ -131,7 +131,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
         local = init_ray(config.cluster, quiet=True)
         try:
-            names = args.arms.split(",") if args.arms else None
+            names = [n.strip() for n in args.arms.split(",")] if args.arms else None
             report = run_ablation(configs, overrides, args.rounds, progress, names)
         finally:
             _point_at_logs(out, local)
@@ -139,7 +139,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     print(markdown(report["comparisons"]))
     print(f"wall time {report['wall_seconds']:.0f}s; report: {out / 'ablation.md'}")
-    return 0
+    failed = [name for name, arm in report["arms"].items() if arm.get("error")]
+    if failed:
+        print(f"arms that failed (rerun to resume them): {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _point_at_logs(run_dir: Path, local: bool) -> None:

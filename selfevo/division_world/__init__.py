@@ -69,6 +69,7 @@ WORLD = Task(
     prompt_record=problems.problem_record,
     templates=CHAR_MODEL_TEMPLATES,
     writes_warmups=True,
+    strict_answers=True,
 )
 BUILTIN_DATA = (
     BuiltinData("builtin:division", _records),

@@ -48,10 +48,12 @@ def operands(record: Record) -> tuple[int, int] | None:
 
 def check(dividend: int, divisor: int, response: str | None) -> tuple[str, str]:
     """``(judgement, feedback)``: the multiply-back check of ``response``'s final answer."""
-    given = given_answer(response)
+    given = given_answer(response, strict=True)
     head = equation(dividend, divisor)
-    if not given.isdigit() or len(given) > MAX_ANSWER_DIGITS:
+    if not given.isdigit():
         return INCORRECT, f"{head}\nNot a whole answer: {given}.\nJudgement: {INCORRECT}"
+    if len(given) > MAX_ANSWER_DIGITS:
+        return INCORRECT, f"{head}\nToo many digits: {given}.\nJudgement: {INCORRECT}"
     lines, product = product_lines(int(given), divisor)
     padded_product, padded_dividend, pairs = digit_pairs(product, dividend)
     verdict = CORRECT if product == dividend else INCORRECT

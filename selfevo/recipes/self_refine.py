@@ -22,7 +22,7 @@ from selfevo import datasets
 from selfevo.evaluation import filter_quality
 from selfevo.recipes.base import Recipe, RunContext, StepResult
 from selfevo.recipes.steps import SHARED, filtered, round_chain
-from selfevo.records import Record, status_counts
+from selfevo.records import PENDING, Record, Reject, status_counts
 from selfevo.stages import FEEDBACK, GENERATE, REFINE, REJUDGE, expand_samples, finalize
 from selfevo.stages import self_chain as chain
 from selfevo.training import TrainExample, examples_from_records, meta_examples, qa_examples
@@ -49,11 +49,17 @@ def critique(ctx: RunContext, index: int) -> StepResult:
     return outputs, {"rows": len(records), "refined": refined, **status_counts(records)}
 
 
+def _unjudged(record: Record) -> bool:
+    return (record.reject_reason or "").startswith(Reject.NO_JUDGEMENT)
+
+
 def filter_kept(ctx: RunContext, index: int) -> StepResult:
     """Keep what the model judged correct (with ``recipe.self_filter`` off, every answer in
     its latest form, judged correct or not: the ablation's unfiltered arm)."""
     records = ctx.records_of(f"round{index}.critique")
     for record in records:
+        if not ctx.config.recipe.self_filter and _unjudged(record):
+            record.status = PENDING  # an answer whose critique had no verdict is still an answer
         finalize(record, judged=ctx.config.recipe.self_filter)
     return filtered(ctx, index, records, filter_quality(records))
 

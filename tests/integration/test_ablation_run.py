@@ -10,23 +10,26 @@ import pytest
 from actors.ablation import run_ablation
 from selfevo.records import KEPT, Reject, table_to_records
 
-JUDGED_INCORRECT = Reject.JUDGED_INCORRECT
+JUDGED_INCORRECT, NO_JUDGEMENT = Reject.JUDGED_INCORRECT, Reject.NO_JUDGEMENT
 
 
 @pytest.fixture(scope="module")
 def ablated(ray_cluster, tmp_path_factory, reduced_demo):
     out = tmp_path_factory.mktemp("ablate")
-    overrides = [*reduced_demo, "eval.sc_samples=0", f"run.output_dir={out}", "run.name=cut"]
+    overrides = [
+        *reduced_demo, "eval.sc_samples=0", "eval.num_problems=12", "data.prompts_per_round=12",
+        f"run.output_dir={out}", "run.name=cut",
+    ]  # fmt: skip
     lines: list[str] = []
-    report = run_ablation("demo", overrides, 1, lines.append, ["self", "unfiltered", "qa_only"])
+    report = run_ablation("demo", overrides, 1, lines.append, ["self", "unfiltered"])
     return out / "cut-ablation", report, lines, overrides
 
 
 def test_every_arm_runs_and_the_outputs_are_written(ablated):
     out, report, _, _ = ablated
-    # CI runs three arms (restart and continual_alone are the same machinery with another
-    # train.mode or meta_mix_ratio; the unit tests check their overrides).
-    assert list(report["arms"]) == ["self", "unfiltered", "qa_only"]
+    # CI runs two arms (the others are the same machinery with another train.mode,
+    # meta_mix_ratio or meta corpus; unit tests check their overrides and the QA-only corpus).
+    assert list(report["arms"]) == ["self", "unfiltered"]
     assert json.loads((out / "ablation.json").read_text()) == json.loads(json.dumps(report))
     table = (out / "ablation.md").read_text()
     assert "| comparison |" in table and "self-filter" in table
@@ -54,27 +57,22 @@ def test_arms_that_change_only_the_rounds_share_the_meta_skill_phase(ablated):
             assert mine["metrics"]["shared_from"] == str(out / "self")
         assert (out / name / "meta" / "model" / "hf" / "model.safetensors").is_file()
         assert not any(line.startswith(f"[{name}] [meta.label] started") for line in lines)
-    assert any(line.startswith("[qa_only] [meta.label] started") for line in lines)
+    assert any(line.startswith("[self] [meta.label] started") for line in lines)
 
 
 def test_each_arm_changes_what_it_says(ablated):
     out, _, _, _ = ablated
-    # Unfiltered: no answer is rejected for its verdict, and answers judged wrong are kept.
+    # Unfiltered: no answer is rejected for its verdict (or for having none); the CI-sized
+    # critic seldom writes one, so this arm keeps answers the self arm rejected.
     rows = table_to_records(pq.read_table(out / "unfiltered" / "round1" / "filtered.parquet"))
-    assert not any((r.reject_reason or "").startswith(JUDGED_INCORRECT) for r in rows)
+    verdicts = (JUDGED_INCORRECT, NO_JUDGEMENT)
+    assert not any((r.reject_reason or "").startswith(verdicts) for r in rows)
     main = table_to_records(pq.read_table(out / "self" / "round1" / "filtered.parquet"))
-    assert sum(r.status == KEPT for r in rows) >= sum(r.status == KEPT for r in main)
-    wrong = [r for r in main if (r.reject_reason or "").startswith(JUDGED_INCORRECT)]
-    by_id = {r.id: r for r in rows}
-    assert all(by_id[r.id].status == KEPT for r in wrong if r.id in by_id)
-    # QA only: meta-skill learning saw no critique or refinement.
-    sources = pq.read_table(out / "qa_only" / "meta" / "training_set.parquet").column("source")
-    assert set(sources.to_pylist()) == {"qa"}
-    sources = pq.read_table(out / "self" / "meta" / "training_set.parquet").column("source")
-    assert {"qa", "meta_feedback"} <= set(sources.to_pylist())
+    assert any((r.reject_reason or "").startswith(verdicts) for r in main)
+    assert sum(r.status == KEPT for r in rows) > sum(r.status == KEPT for r in main)
 
 
 def test_running_it_again_resumes_and_gives_the_same_comparisons(ablated):
     _, report, _, overrides = ablated
-    again = run_ablation("demo", overrides, 1, lambda _: None, ["self", "unfiltered", "qa_only"])
+    again = run_ablation("demo", overrides, 1, lambda _: None, ["self", "unfiltered"])
     assert again["comparisons"] == report["comparisons"]

@@ -70,6 +70,16 @@ def test_comparisons_report_the_papers_orderings_with_intervals():
             assert low <= fig["acc"] <= high
 
 
+def test_flat_rounds_and_tied_refinement_are_not_a_reproduced_gain():
+    summaries = _summaries()
+    for entry in summaries["self"]["rounds"]:
+        entry.update(direct_acc=0.80, refine_acc=0.80)
+    rows = _by_name(ablation.comparisons(summaries))
+    assert rows["rounds"]["holds"] is False
+    assert rows["inference"]["holds"] and rows["inference"]["ties"]
+    assert "holds only with ties" in ablation.markdown(list(rows.values()))
+
+
 def test_an_arm_not_run_is_not_measured_and_the_table_says_so():
     summaries = _summaries()
     del summaries["restart"]
@@ -93,3 +103,25 @@ def test_the_arms_switches_are_selfs_alone():
         load_config("recipes/isheep_demo", ["recipe.self_filter=false"])
     with pytest.raises(ConfigError, match=r"recipe\.meta_skill_data"):
         load_config("recipes/mistake_analysis_demo", ["recipe.meta_skill_data=false"])
+
+
+def test_the_qa_only_arm_learns_the_qa_pairs_alone():
+    from types import SimpleNamespace
+
+    from selfevo.division_world.problems import make_problems
+    from selfevo.oracle import oracle_label
+    from selfevo.recipes.self_refine import meta_corpus
+
+    labeled = []
+    for problem in make_problems("meta", 6):
+        record = problem.to_record()
+        record.response = "The answer is 1."  # wrong: a critique and a refinement each
+        labeled.append(oracle_label(record))
+
+    def corpus(*overrides):
+        config = load_config("demo", list(overrides))
+        ctx = SimpleNamespace(config=config, records_of=lambda *_: labeled)
+        return sorted(example.source for example in meta_corpus(ctx))
+
+    assert corpus() == ["meta_feedback"] * 6 + ["meta_refine"] * 6 + ["qa"] * 6
+    assert corpus("recipe.meta_skill_data=false") == ["qa"] * 6

@@ -12,7 +12,7 @@ from selfevo.division_world.problems import (
     solution_lines,
     split_of,
 )
-from selfevo.evaluation import is_correct
+from selfevo.evaluation import is_correct, majority_answer
 from selfevo.oracle import oracle_label
 from selfevo.parsers import parse_judgement
 from selfevo.records import CORRECT, INCORRECT, KEPT
@@ -58,9 +58,11 @@ def test_the_check_multiplies_back_and_pairs_the_digits():
     assert feedback.splitlines()[-4:-1] == ["=00724", "00684", "0=0 0=0 7x6 2x8 4=4"]
     assert parse_judgement(feedback).judgement == INCORRECT
     # No whole answer to multiply: said so, judged incorrect.
-    for response in ("no number", "The answer is 42.5.", "The answer is 12345678."):
+    for response in ("no number", "The answer is 42.5.", "The answer is -171."):
         verdict, feedback = oracle.check(684, 4, response)
         assert verdict == INCORRECT and "Not a whole answer" in feedback
+    verdict, feedback = oracle.check(684, 4, "The answer is 12345678.")
+    assert verdict == INCORRECT and "Too many digits" in feedback
 
 
 def test_the_verdict_follows_the_pairs_for_any_answer():
@@ -128,3 +130,20 @@ def test_the_world_is_registered_with_its_data_and_templates():
     pool = builtin_data("builtin:division").make("pool", 3, 0, 0)
     heldout = builtin_data("builtin:division-heldout")
     assert heldout.heldout and all(r.task == "division" and r.gold for r in pool)
+
+
+@pytest.mark.parametrize(
+    "response",
+    ["684/4", "684/4\n6/4=1 r2\n28/4=7 r0\n4/4=1 r0", "It is 171.", "The answer is 684/4."],
+)
+def test_only_a_stated_answer_counts_never_a_restated_question(response):
+    """684/4 reads as the number 171: a response that stops at the equation, states it as its
+    answer, or gives no stated answer, must not be credited, by the gold or by the check."""
+    record = make_problems("meta", 1)[0].to_record()
+    record.meta.update({"dividend": "684", "divisor": "4"})
+    record.gold = "171"
+    assert not is_correct(record, response)
+    assert oracle.check(684, 4, response)[0] == INCORRECT
+    assert majority_answer([response, response]) is not None  # another task would count it
+    assert majority_answer([response, response], strict=True) is None
+    assert is_correct(record, "684/4\nThe answer is 171.")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fnmatch import fnmatch
 from pathlib import Path
 
+import pytest
 import tomllib
 from setuptools import find_packages
 
@@ -29,9 +30,10 @@ def test_every_package_of_the_project_is_in_the_wheel():
     assert on_disk <= found, on_disk - found
 
 
-def test_the_seed_checkpoint_is_package_data():
-    patterns = _setuptools()["package-data"]["selfevo.demo_world"]
-    folder = ROOT / "selfevo" / "demo_world"
+@pytest.mark.parametrize("world", ["demo_world", "division_world"])
+def test_each_seed_checkpoint_is_package_data(world):
+    patterns = _setuptools()["package-data"][f"selfevo.{world}"]
+    folder = ROOT / "selfevo" / world
     files = [p.relative_to(folder).as_posix() for p in (folder / "seed_checkpoint").iterdir()]
     assert "seed_checkpoint/model.safetensors" in files
     assert all(any(fnmatch(f, pattern) for pattern in patterns) for f in files)
