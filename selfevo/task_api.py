@@ -10,6 +10,7 @@ that leaves the general behaviour in place, so a task that registers nothing (``
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,22 @@ CHAR_MODEL_TEMPLATES: dict[str, str] = {
     "mistake_analyze_guided": "{question}\nFlawed: {answer}",
     "mistake_analyze": "{question}\nCheck: {answer}",
 }
+
+
+def template_pattern(template: str, fields: Mapping[str, str]) -> re.Pattern:
+    """A regex that matches ``template`` with each ``{field}`` replaced by its group pattern
+    (how a world reads a model-written problem back)."""
+    pattern = re.escape(template)
+    for name, group in fields.items():
+        pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>{group})")
+    return re.compile(pattern + r"\s*$")
+
+
+def first_line(response: str | None) -> str:
+    """A response's first line, cut to 20 characters (where the demo worlds' solutions write
+    the equation); ``none`` for an empty response."""
+    lines = (response or "").strip().splitlines()
+    return lines[0].strip()[:20] if lines else "none"
 
 
 TASKS: dict[str, Task] = {}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from selfevo.demo_world.problems import TASK, solution_lines, solution_text
 from selfevo.parsers import given_answer
 from selfevo.records import CORRECT, INCORRECT, Record
+from selfevo.task_api import first_line
 
 
 @dataclass(frozen=True)
@@ -77,15 +78,9 @@ def assessment(a: int, b: int, op: str, response: str | None) -> tuple[str, str]
     """
     check = critique(a, b, op, response)
     quality = 9 if check.judgement == CORRECT else 2
-    equation, given = f"{a}{op}{b}", response_equation(response)
+    equation, given = f"{a}{op}{b}", first_line(response)
     following = 9 if given == equation else 2
     return (
         f"{solution_text(a, b, op)}\nGiven {given_answer(response)}.\nScore: {quality}",
         f"{equation}\nGiven {given}.\nScore: {following}",
     )
-
-
-def response_equation(response: str | None) -> str:
-    """A response's first line (where the world's solutions write the equation)."""
-    lines = (response or "").strip().splitlines()
-    return lines[0].strip()[:20] if lines else "none"

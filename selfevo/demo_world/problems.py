@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from dataclasses import dataclass
 
 from selfevo.records import Record
+from selfevo.task_api import template_pattern
 
 TASK = "arithmetic"
 SPLITS = ("seed", "meta", "pool", "heldout")
@@ -121,20 +121,11 @@ def make_problems(split: str, count: int, seed: int = 0, start: int = 0) -> list
 # --- reading a (model-written) problem back -----------------------------------------
 
 
-def _template_pattern(template: str) -> re.Pattern:
-    pattern = re.escape(template)
-    for name, group in (
-        ("name", r"(?P<name>[A-Z][a-z]+)"),
-        ("item", r"(?P<item>[a-z]+)"),
-        ("a", r"(?P<a>\d{1,4})"),
-        ("b", r"(?P<b>\d{1,4})"),
-    ):
-        pattern = pattern.replace(re.escape("{" + name + "}"), group)
-    return re.compile(pattern + r"\s*$")
+_FIELDS = {"name": "[A-Z][a-z]+", "item": "[a-z]+", "a": r"\d{1,4}", "b": r"\d{1,4}"}
 
 
-_PATTERNS = [(_template_pattern(t), "+") for t in _ADD_TEMPLATES] + [
-    (_template_pattern(t), "-") for t in _SUB_TEMPLATES
+_PATTERNS = [(template_pattern(t, _FIELDS), "+") for t in _ADD_TEMPLATES] + [
+    (template_pattern(t, _FIELDS), "-") for t in _SUB_TEMPLATES
 ]
 
 

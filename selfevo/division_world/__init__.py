@@ -27,7 +27,7 @@ from pathlib import Path
 
 from selfevo.division_world import oracle, problems
 from selfevo.records import Record
-from selfevo.task_api import CHAR_MODEL_TEMPLATES, BuiltinData, BuiltinModel, Task
+from selfevo.task_api import CHAR_MODEL_TEMPLATES, BuiltinData, BuiltinModel, Task, first_line
 
 SEED_CHECKPOINT = Path(__file__).resolve().parent / "seed_checkpoint"
 
@@ -48,7 +48,7 @@ def _flawed_solution(record: Record) -> str | None:
 
 
 def _prompt_fields(record: Record, response: str | None) -> dict[str, str]:
-    return {"equation": oracle.response_equation(response)}
+    return {"equation": first_line(response)}
 
 
 def _records(split: str, count: int, seed: int, start: int) -> list[Record]:

@@ -32,6 +32,7 @@ from selfevo.division_world.problems import (
 )
 from selfevo.parsers import given_answer
 from selfevo.records import CORRECT, INCORRECT, Record
+from selfevo.task_api import first_line
 
 # An answer with more digits than this cannot be a quotient of the world; its check says so
 # instead of multiplying it out.
@@ -83,15 +84,9 @@ def assessment(dividend: int, divisor: int, response: str | None) -> tuple[str, 
     verdict, feedback = check(dividend, divisor, response)
     quality = 9 if verdict == CORRECT else 2
     checked = feedback.rsplit("\n", 1)[0]
-    wanted, written = equation(dividend, divisor), response_equation(response)
+    wanted, written = equation(dividend, divisor), first_line(response)
     following = 9 if written == wanted else 2
     return (
         f"{checked}\nScore: {quality}",
         f"{wanted}\nGiven {written}.\nScore: {following}",
     )
-
-
-def response_equation(response: str | None) -> str:
-    """A response's first line (where the world's solutions write the equation)."""
-    lines = (response or "").strip().splitlines()
-    return lines[0].strip()[:20] if lines else "none"

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from dataclasses import dataclass
 
 from selfevo.records import Record
+from selfevo.task_api import template_pattern
 
 TASK = "division"
 SPLITS = ("seed", "meta", "pool", "heldout")
@@ -143,19 +143,10 @@ def make_problems(split: str, count: int, seed: int = 0, start: int = 0) -> list
 # --- reading a (model-written) problem back -----------------------------------------
 
 
-def _template_pattern(template: str) -> re.Pattern:
-    pattern = re.escape(template)
-    for name, group in (
-        ("name", r"(?P<name>[A-Z][a-z]+)"),
-        ("item", r"(?P<item>[a-z]+)"),
-        ("a", r"(?P<a>\d{1,6})"),
-        ("d", r"(?P<d>\d{1,2})"),
-    ):
-        pattern = pattern.replace(re.escape("{" + name + "}"), group)
-    return re.compile(pattern + r"\s*$")
+_FIELDS = {"name": "[A-Z][a-z]+", "item": "[a-z]+", "a": r"\d{1,6}", "d": r"\d{1,2}"}
 
 
-_PATTERNS = [_template_pattern(t) for t in _TEMPLATES]
+_PATTERNS = [template_pattern(t, _FIELDS) for t in _TEMPLATES]
 
 
 def parse_problem(question: str) -> tuple[int, int] | None:
