@@ -1,9 +1,10 @@
-"""``selfevo ablate``: SELF's ablation arms (:mod:`selfevo.ablation`) run one after another
-on the local Ray, each a run directory of its own under ``<run.output_dir>/<run.name>-ablation``,
-then ``ablation.json``, ``ablation.md`` and ``ablation.png`` beside them.
+"""``selfevo ablate``: a recipe's ablation arms (:mod:`selfevo.ablation`: SELF's, mistake
+analysis's) run one after another on the local Ray, each a run directory of its own under
+``<run.output_dir>/<run.name>-ablation``, then ``ablation.json``, ``ablation.md`` and
+``ablation.png`` beside them.
 
 Running it again resumes: finished arms are read back, an unfinished one resumes at its
-first unfinished step. An arm that shares the ``self`` arm's meta-skill phase gets a copy of
+first unfinished step. An arm that shares the main arm's meta-skill phase gets a copy of
 its ``meta/`` and ``round0/`` directories and those steps marked done in its manifest
 (with ``shared_from`` in their metrics), so its own run starts at round 1.
 """
@@ -40,8 +41,8 @@ def _share_meta(source: Path, run_dir: Path, config: SelfEvoConfig, main_hash: s
     done = {s["name"]: s for s in source_manifest["steps"] if s["status"] == "done"}
     if source_manifest["config_hash"] != main_hash or not set(SHARED_STEPS) <= set(done):
         raise RuntimeError(
-            f"the self arm in {source} has not finished its meta-skill phase under this "
-            "config; rerun with the self arm"
+            f"the main arm in {source} has not finished its meta-skill phase under this "
+            f"config; rerun with the {source.name} arm"
         )
     for folder in ("meta", "round0"):
         shutil.copytree(source / folder, run_dir / folder, dirs_exist_ok=True)
@@ -54,24 +55,24 @@ def _share_meta(source: Path, run_dir: Path, config: SelfEvoConfig, main_hash: s
 def run_ablation(
     configs: list[str] | str | None,
     overrides: list[str],
-    rounds: int = 3,
+    rounds: int | None = None,
     emit: Callable[[str], None] = print,
     arm_names: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the ablation's arms (every one, or ``arm_names``), resuming finished ones, and
-    write its outputs; returns the ``ablation.json`` content."""
+    write its outputs; returns the ``ablation.json`` content. ``rounds`` of the main arm:
+    SELF's three by default, the config's for the other recipes."""
     base = load_config(configs, overrides)
-    if base.recipe.name.value != "self":
-        raise ValueError(
-            f"selfevo ablate runs SELF's ablations; the config's recipe is {base.recipe.name.value}"
-        )
+    recipe = base.recipe.name.value
+    if rounds is None:
+        rounds = 3 if recipe == "self" else base.recipe.rounds
     out = Path(base.run.output_dir).resolve() / f"{base.run.name}-ablation"
     started, results = time.perf_counter(), {}
-    every = ablation.arms(rounds, arm_names)
+    every = ablation.arms(rounds, arm_names, recipe)
     configs_of = {
         arm.name: load_config(configs, _arm_overrides(overrides, arm, out)) for arm in every
     }
-    main = ablation.arms(rounds)[0]  # the self arm, whose meta-skill phase others share
+    main = ablation.arms(rounds, recipe=recipe)[0]  # its meta-skill phase is shared
     main_hash = run_config_hash(load_config(configs, _arm_overrides(overrides, main, out)))
     for arm in every:
         emit(f"[ablate] arm {arm.name}: {arm.what} ({arm.rounds} round(s))")
@@ -80,9 +81,9 @@ def run_ablation(
             "overrides": list(arm.overrides),
             "rounds": arm.rounds,
             "shares_meta": arm.shares_meta,
-            **_run_arm(configs_of[arm.name], arm, out, main_hash, emit),
+            **_run_arm(configs_of[arm.name], arm, out / main.name, main_hash, emit),
         }
-    return _write(out, results, time.perf_counter() - started)
+    return _write(out, recipe, results, time.perf_counter() - started)
 
 
 def _arm_overrides(overrides: list[str], arm: ablation.Arm, out: Path) -> list[str]:
@@ -93,13 +94,13 @@ def _arm_overrides(overrides: list[str], arm: ablation.Arm, out: Path) -> list[s
 
 
 def _run_arm(
-    config: SelfEvoConfig, arm: ablation.Arm, out: Path, main_hash: str, emit: Callable
+    config: SelfEvoConfig, arm: ablation.Arm, main_dir: Path, main_hash: str, emit: Callable
 ) -> dict[str, Any]:
     """``{"summary": ...}``, or ``{"summary": None, "error": ...}`` for an arm that failed:
     the other arms still run, and its comparisons read "not measured"."""
     try:
         if arm.shares_meta:
-            _share_meta(out / "self", out / arm.name, config, main_hash)
+            _share_meta(main_dir, main_dir.parent / arm.name, config, main_hash)
         return {"summary": run_recipe(config, emit=lambda line: emit(f"[{arm.name}] {line}"))}
     except Exception as exc:  # one arm's failure must not lose an hour of the others
         error = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
@@ -107,14 +108,14 @@ def _run_arm(
         return {"summary": None, "error": error}
 
 
-def _write(out: Path, results: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _write(out: Path, recipe: str, results: dict[str, Any], seconds: float) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    rows = ablation.comparisons({name: arm["summary"] for name, arm in results.items()})
-    report = {"output_dir": str(out), "wall_seconds": round(seconds, 1), "arms": results,
-              "comparisons": rows}  # fmt: skip
+    rows = ablation.comparisons({name: arm["summary"] for name, arm in results.items()}, recipe)
+    report = {"output_dir": str(out), "recipe": recipe, "wall_seconds": round(seconds, 1),
+              "arms": results, "comparisons": rows}  # fmt: skip
     (out / "ablation.json").write_text(json.dumps(report, indent=2))
     (out / "ablation.md").write_text(
-        f"# SELF ablation\n\nArms run from `{out}` in {seconds:.0f}s.\n\n"
+        f"# {recipe} ablation\n\nArms run from `{out}` in {seconds:.0f}s.\n\n"
         + ablation.markdown(rows) + "\n\n![ablation](ablation.png)\n"
     )  # fmt: skip
     ablation.plot(rows, out / "ablation.png")

@@ -58,6 +58,7 @@ def engine_kwargs(config: SelfEvoConfig, model_path: str | None = None) -> dict[
         "max_lora_rank": max(engine.max_lora_rank, lora.r if serves_adapters else 0),
         "enforce_eager": engine.enforce_eager,
         "cpu_kvcache_gib": engine.cpu_kvcache_gib,
+        "num_threads": engine.cpu_threads or max(1, int(engine.cpus_per_engine)),
         "seed": config.run.seed,
     }
 

@@ -59,21 +59,31 @@ def evaluate(
         rows, router, chain, out_dir / "refine", config, greedy, feedback_params, emit
     )
     sampled = None
+    sc_refine = config.eval.sc_refine and iters > 0
     if config.eval.sc_samples > 0:
         sc_params = params.with_(temperature=config.eval.sc_temperature)
         rows = expand_samples(problems, config.eval.sc_samples)
+        sc_chain = (
+            self_chain(iters, stages, with_filter=False, judge_by=config.recipe.judge_by.value)
+            if sc_refine
+            else self_chain(0, [GENERATE], with_filter=False)
+        )
         sampled = run_configured(
             rows,
             router,
-            self_chain(0, [GENERATE], with_filter=False),
+            sc_chain,
             out_dir / "sc",
             config,
             sc_params,
-            sc_params,
+            feedback_params if sc_refine else sc_params,
             emit,
         )
     metrics = heldout_metrics(
-        refined, sampled, with_refine=iters > 0, refine_answer=config.eval.refine_answer.value
+        refined,
+        sampled,
+        with_refine=iters > 0,
+        refine_answer=config.eval.refine_answer.value,
+        sc_refine=sc_refine,
     )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

@@ -290,7 +290,6 @@ class EnginePool:
         engine = config.engine
         kwargs = engine_kwargs(config, model_path)
         check_model_source(kwargs["model"], kwargs["trust_remote_code"])
-        kwargs["num_threads"] = max(1, int(engine.cpus_per_engine))
         gpus = int(engine_bundle(config).get("GPU", 0))
         return cls(kwargs, engine.num_engines, engine.cpus_per_engine, gpus, name=name)
 

@@ -1,7 +1,7 @@
-"""SELF's ablations, the pure part: the arms ``selfevo ablate`` runs, and the comparisons it
-draws from their summaries, each set against the paper's finding.
+"""The papers' ablations, the pure part: the arms ``selfevo ablate`` runs, and the comparisons
+it draws from their summaries, each set against the paper's finding.
 
-The arms are runs of one config that differ in one setting each:
+The arms are runs of one config that differ in one setting each. For SELF:
 
 - ``self``: the method (continual training with the meta-skill data replayed), ``rounds``
   rounds: accuracy per round, kept vs all self-generated answers, and direct vs
@@ -13,9 +13,17 @@ The arms are runs of one config that differ in one setting each:
 - ``continual_alone``: continual training without the meta-skill replay;
 - ``qa_only``: meta-skill learning on the QA pairs alone (no critiques or refinements).
 
-The arms that change only the rounds start from the ``self`` arm's meta-skill model and
-round-0 evaluation (``shares_meta``), so the comparison is of the rounds alone and the
-meta-skill phase runs twice, not five times. Rerunning resumes only with the same
+For mistake analysis (``recipe.name: mistake_analysis``):
+
+- ``analysis``: the method, each round training on the own answers and the analyses of
+  induced mistakes;
+- ``answers_only``: the same rounds on the own answers alone (the paper's baseline is
+  fine-tuning on good answers; here the own answers are kept as they are, as the method
+  keeps them).
+
+The arms that change only the rounds start from the main arm's (the first's) meta-skill
+model and round-0 evaluation (``shares_meta``), so the comparison is of the rounds alone and
+SELF's meta-skill phase runs twice, not five times. Rerunning resumes only with the same
 ``--rounds`` (the rounds are part of each arm's config).
 
 Every figure carries its Wilson 95% interval. A finding "holds" when the demo's ordering is
@@ -42,12 +50,18 @@ class Arm:
     what: str
 
 
-def arms(rounds: int = 3, names: list[str] | None = None) -> list[Arm]:
-    """The ablation's arms for a ``rounds``-round main arm (the others run fewer); ``names``
-    picks some (``self`` among them when an arm shares its meta-skill phase)."""
+RECIPES = ("self", "mistake_analysis")
+
+
+def arms(rounds: int = 3, names: list[str] | None = None, recipe: str = "self") -> list[Arm]:
+    """The ablation's arms of ``recipe`` for a ``rounds``-round main arm (SELF's others run
+    fewer); ``names`` picks some (the main arm among them when an arm shares its meta-skill
+    phase)."""
+    if recipe not in RECIPES:
+        raise ValueError(f"selfevo ablate knows the ablations of {list(RECIPES)}, not {recipe!r}")
     if rounds < 1:
         raise ValueError(f"the ablation needs at least one round, got {rounds}")
-    every = _arms(rounds)
+    every = _self_arms(rounds) if recipe == "self" else _mistake_arms(rounds)
     if names is None:
         return every
     known = [arm.name for arm in every]
@@ -55,17 +69,37 @@ def arms(rounds: int = 3, names: list[str] | None = None) -> list[Arm]:
     if unknown:
         raise ValueError(f"unknown ablation arm(s) {unknown}; known: {known}")
     chosen = [arm for arm in every if arm.name in names]
-    if "self" not in names and any(arm.shares_meta for arm in chosen):
-        raise ValueError("arms that share the meta-skill phase need the self arm too")
+    main = every[0].name
+    if main not in names and any(arm.shares_meta for arm in chosen):
+        raise ValueError(f"arms that share the meta-skill phase need the {main} arm too")
     return chosen
 
 
-def _arms(rounds: int) -> list[Arm]:
+def _mistake_arms(rounds: int) -> list[Arm]:
+    return [
+        Arm(
+            "analysis",
+            ("recipe.analysis_rows=true",),
+            rounds,
+            False,
+            "mistake analysis: the own answers and the analyses of induced mistakes",
+        ),
+        Arm(
+            "answers_only",
+            ("recipe.analysis_rows=false",),
+            rounds,
+            True,
+            "the same rounds on the own answers alone, without the analyses",
+        ),
+    ]
+
+
+def _self_arms(rounds: int) -> list[Arm]:
     strategy_rounds = min(rounds, 2)
     return [
         Arm(
             "self",
-            ("train.mode=continual",),
+            ("train.mode=continual", "eval.sc_refine=true"),
             rounds,
             False,
             "SELF: continual training with the meta-skill data replayed",
@@ -161,7 +195,10 @@ def _figures(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
             _eval_figure("self-refined", final, "refine"),
             _eval_figure("direct", final, "direct"),
         ],
-        "consistency": _eval_figure("self-consistency", final, "sc"),
+        "consistency": [
+            _eval_figure("self-consistency", final, "sc"),
+            _eval_figure("self-consistency of refined answers", final, "sc_refine"),
+        ],
         "meta": [
             _eval_figure("QA + meta-skill data", _round(main, 0), "direct"),
             _eval_figure("QA only", _round(summaries.get("qa_only"), 0), "direct"),
@@ -169,9 +206,11 @@ def _figures(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def comparisons(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def comparisons(summaries: dict[str, dict[str, Any]], recipe: str = "self") -> list[dict[str, Any]]:
     """The paper's comparisons from the arms' summaries, each with the paper's finding and
     whether the demo reproduces its ordering."""
+    if recipe == "mistake_analysis":
+        return _mistake_comparisons(summaries)
     f = _figures(summaries)
     return [
         _comparison(
@@ -200,8 +239,9 @@ def comparisons(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         ),
         _comparison(
             f"inference (round {f['last']}): self-refinement vs direct",
-            [*f["inference"], f["consistency"]],
-            "self-refinement adds 1.67 points; self-consistency reported beside it",
+            [*f["inference"], *f["consistency"]],
+            "self-refinement adds 1.67 points; self-consistency (of first and of refined "
+            "answers) reported beside it",
             _ordering(f["inference"], strict=False),
         ),
         _comparison(
@@ -209,6 +249,39 @@ def comparisons(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             f["meta"],
             "QA + meta-skill data beats QA only",
             _ordering(f["meta"]),
+        ),
+    ]
+
+
+def _mistake_comparisons(summaries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    main, baseline = summaries.get("analysis"), summaries.get("answers_only")
+    last = max(0, len((main or {}).get("rounds") or []) - 1)
+
+    def agreement(label: str, entry: dict[str, Any]) -> dict[str, Any]:
+        return figure(label, entry.get("eval_judge_agreement"), entry.get("eval_n"))
+
+    arms_at_last = (("with the analyses", main), ("own answers alone", baseline))
+    direct = [_eval_figure(label, _round(s, last), "direct") for label, s in arms_at_last]
+    checks = [agreement(label, _round(s, last)) for label, s in arms_at_last]
+    rounds = [_eval_figure(f"round {i}", _round(main, i), "direct") for i in range(last + 1)]
+    return [
+        _comparison(
+            f"mistake analysis: round {last}'s model (held-out direct)",
+            direct,
+            "learning from analysed mistakes beats learning from good answers alone",
+            _ordering(direct),
+        ),
+        _comparison(
+            f"mistake analysis: round {last}'s check of its own answers (agreement with gold)",
+            checks,
+            "the analyses teach the model to find mistakes",
+            _ordering(checks),
+        ),
+        _comparison(
+            "mistake analysis: rounds (held-out direct)",
+            rounds,
+            "gains over rounds",
+            _ordering(list(reversed(rounds)), strict=False),
         ),
     ]
 

@@ -128,6 +128,10 @@ class EngineConfig:
     num_engines: int = 1
     tensor_parallel_size: int = 1
     cpus_per_engine: float = 0.5
+    # CPU threads of each engine's forward pass (0: cpus_per_engine, at least 1). More than
+    # the CPUs it reserves is for a machine whose engines and trainer take turns (engines
+    # idle while a round trains): the 2-core demo decodes 1.65x faster on 2 threads.
+    cpu_threads: int = 0
     # HF backend: the most sequences decoded together in one batch.
     max_batch_size: int = 64
     # vLLM backend.
@@ -186,6 +190,9 @@ class RecipeConfig:
     # the critiques and refinements out of meta-skill learning (QA pairs only).
     self_filter: bool = True
     meta_skill_data: bool = True
+    # Mistake analysis's ablation arm: false trains each round on the own answers alone,
+    # leaving the analyses of induced mistakes out.
+    analysis_rows: bool = True
     # Self-assessment (I-SHEEP): keep rows whose scores reach these thresholds (1-10).
     quality_threshold: float = 8.0
     following_threshold: float = 8.0
@@ -204,6 +211,9 @@ class RecipeConfig:
     # world needs it (its tiny model has no pretraining to follow such prompts zero-shot);
     # the papers start from a pretrained model and skip it.
     skills_warmup: bool = False
+    # I-SHEEP's warm-up: synthesis examples per warm-up problem (each after another few-shot
+    # list); writing a problem takes a tiny model more practice than scoring one.
+    warmup_synthesis_per_problem: int = 1
     labeler: LabelerConfig = field(default_factory=LabelerConfig)
 
 
@@ -292,6 +302,9 @@ class EvalConfig:
     # The answer refinement ends with: latest (SELF: the last refinement, whatever its
     # verdict) or accepted (the last answer judged correct; the first response when none was).
     refine_answer: RefineAnswer = RefineAnswer.latest
+    # Self-consistency over self-refined answers (SELF's "both"): every sampled answer is
+    # critiqued and refined too, and the refined answers vote (sc_refine beside sc).
+    sc_refine: bool = False
 
 
 @dataclass
@@ -367,6 +380,8 @@ _RULES: list[tuple[str, Any, str]] = [
     ("recipe.synthesize_per_round", lambda v: v >= 0, "an integer >= 0"),
     ("recipe.synthesis_shots", lambda v: v >= 1, "an integer >= 1"),
     ("recipe.synthesis_from_generated", lambda v: v >= 0, "an integer >= 0"),
+    ("engine.cpu_threads", lambda v: v >= 0, "an integer >= 0 (0: from cpus_per_engine)"),
+    ("recipe.warmup_synthesis_per_problem", lambda v: v >= 1, "an integer >= 1"),
     ("recipe.instruction_min_words", lambda v: v >= 1, "an integer >= 1"),
     ("recipe.instruction_max_words", lambda v: v >= 1, "an integer >= 1"),
     ("data.seed_task_count", lambda v: v >= 1, "an integer >= 1"),
@@ -573,10 +588,12 @@ def _validate_recipe(config: SelfEvoConfig) -> None:
             "recipe.instruction_min_words must not exceed recipe.instruction_max_words",
             "recipe.instruction_min_words",
         )
-    for key in ("self_filter", "meta_skill_data"):
-        if recipe.name is not RecipeName.self and not getattr(recipe, key):
+    arm_keys = {"self_filter": RecipeName.self, "meta_skill_data": RecipeName.self,
+                "analysis_rows": RecipeName.mistake_analysis}  # fmt: skip
+    for key, owner in arm_keys.items():
+        if recipe.name is not owner and not getattr(recipe, key):
             raise ConfigError(
-                f"recipe.{key}=false is one of SELF's ablation arms; recipe.name is "
+                f"recipe.{key}=false is one of {owner.value}'s ablation arms; recipe.name is "
                 f"{recipe.name.value}",
                 f"recipe.{key}",
             )

@@ -84,10 +84,13 @@ def heldout_metrics(
     sampled: list[Record] | None,
     with_refine: bool = True,
     refine_answer: str = LATEST,
+    sc_refine: bool = False,
 ) -> dict[str, Any]:
     """Direct, refine (unless ``with_refine`` is off; the answer picked by ``refine_answer``,
     see :func:`selfevo.stages.refined_answer`) and (when ``sampled`` is given) sc@n accuracy,
-    with judge quality. ``refine_latest`` always scores the latest refinement (SELF's way)."""
+    with judge quality. ``refine_latest`` always scores the latest refinement (SELF's way);
+    ``sc_refine`` (with ``sc_refine``: the sampled answers were refined too) scores the vote
+    of their refined answers."""
     direct = [bool(is_correct(r, r.response)) for r in refined]
     metrics: dict[str, Any] = {"direct": accuracy(direct), "judge": judge_quality(refined)}
     if with_refine:
@@ -100,14 +103,20 @@ def heldout_metrics(
         metrics["refined_rows"] = sum(1 for r in refined if r.refined_response is not None)
     if sampled:
         gold = {r.prompt_id: r for r in refined}
+
+        def vote_accuracy(votes: dict[str, str | None]) -> dict[str, Any]:
+            return accuracy(
+                [
+                    answers_match(parse_number(answer), parse_number(gold[pid].gold))
+                    for pid, answer in votes.items()
+                    if pid in gold
+                ]
+            )
+
         votes = vote(sampled)
-        metrics["sc"] = accuracy(
-            [
-                answers_match(parse_number(answer), parse_number(gold[pid].gold))
-                for pid, answer in votes.items()
-                if pid in gold
-            ]
-        )
+        metrics["sc"] = vote_accuracy(votes)
+        if sc_refine:
+            metrics["sc_refine"] = vote_accuracy(vote(sampled, refine_answer=refine_answer))
         metrics["sc_samples"] = len(sampled) // max(1, len(votes))
     return metrics
 

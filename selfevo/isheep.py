@@ -12,10 +12,14 @@ Departures: I-SHEEP generates (instruction, input) pairs with a separate input s
 instruction line carries its own input. The demo world's tiny model cannot follow a few-shot
 prompt or write a score out of the box, so ``recipe.skills_warmup`` first fine-tunes it on
 oracle-written examples of both forms (:func:`warmup_examples`); the paper needs no warm-up.
+A world may give synthesis a form of its own (``Task.synthesis_target`` and
+``Task.synthesized_tasks``): the division world's model works a problem out before it states
+it, where Self-Instruct writes the instruction alone.
 """
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -92,15 +96,17 @@ def accept_synthesized(
     min_words: int,
     max_words: int,
     make_prompt: Callable[[str, str], Record],
+    parse: Callable[[str | None], list[str]] = parse_generated_tasks,
 ) -> SynthesisResult:
-    """Parse each row's continuation into candidates, filter them (rules, then ROUGE-L
-    against ``known`` and each other) and turn the accepted ones into prompts."""
+    """Parse each row's continuation into candidates (``parse``: the task's synthesis form),
+    filter them (rules, then ROUGE-L against ``known`` and each other) and turn the accepted
+    ones into prompts."""
     candidates: list[Candidate] = []
     for row in rows:
         text = _usable_continuation(row)
         if text is not None:
             row.status, row.reject_reason = PENDING, None
-            tasks = parse_generated_tasks(text)
+            tasks = parse(text)
             candidates += [Candidate(f"{row.id}.{j}", t) for j, t in enumerate(tasks)]
     decisions = filter_candidates(candidates, known, threshold, min_words, max_words)
     by_row: dict[str, list[Decision]] = {}
@@ -148,7 +154,25 @@ def score_quality(records: list[Record]) -> dict[str, float | int | None]:
         "scored_with_gold": len(with_gold),
         "mean_quality_right": mean(right),
         "mean_quality_wrong": mean(wrong),
+        "quality_auc": separation_auc(
+            [r.scores[QUALITY] for r in right], [r.scores[QUALITY] for r in wrong]
+        ),
     }
+
+
+def separation_auc(right: Sequence[float], wrong: Sequence[float]) -> float | None:
+    """ROC AUC of a score separating right answers from wrong ones: the chance that a random
+    right answer scores above a random wrong one, ties counting half (Mann-Whitney U over the
+    product of the group sizes). None without both groups."""
+    if not right or not wrong:
+        return None
+    ranked = sorted(wrong)
+    above = sum(
+        bisect.bisect_left(ranked, score)
+        + 0.5 * (bisect.bisect_right(ranked, score) - bisect.bisect_left(ranked, score))
+        for score in right
+    )
+    return round(above / (len(right) * len(wrong)), 4)
 
 
 # --- the demo world's warm-up -------------------------------------------------------------
@@ -162,32 +186,36 @@ def warmup_examples(
     shots: int,
     from_generated: int,
     template_set: str = "default",
+    synthesis_per_problem: int = 1,
 ):
     """Oracle-written examples of the two skills, from the meta-skill records (the model's
-    own answers to demo problems): continue a few-shot list of problems with a new one, and
-    score an answer's quality and instruction following."""
+    own answers to demo problems): continue a few-shot list of problems with a new one
+    (``synthesis_per_problem`` lists per record; the task's synthesis form where it has one),
+    and score an answer's quality and instruction following."""
     rng = random.Random(f"warmup:{seed}")
     questions = [r.prompt or "" for r in labeled]
     examples = []
     for index, record in enumerate(labeled):
         others = questions[:index] + questions[index + 1 :]
-        prompt = few_shot_prompt(
-            seeds,
-            rng.sample(others, min(from_generated, len(others))),
-            rng,
-            shots,
-            from_generated,
-            record.task,
-            template_set,
-        )
-        examples.append(
-            TrainExample(
-                f"{record.prompt_id}:synthesize",
-                (Message("user", prompt),),
-                record.prompt or "",
-                "warmup_synthesize",
+        for repeat in range(synthesis_per_problem):
+            prompt = few_shot_prompt(
+                seeds,
+                rng.sample(others, min(from_generated, len(others))),
+                rng,
+                shots,
+                from_generated,
+                record.task,
+                template_set,
             )
-        )
+            target = task_named(record.task).synthesis_target(record, prompt) or record.prompt
+            examples.append(
+                TrainExample(
+                    f"{record.prompt_id}:synthesize{repeat or ''}",
+                    (Message("user", prompt),),
+                    target or "",
+                    "warmup_synthesize",
+                )
+            )
         written = (
             task_named(record.task).assessment(record, record.response)
             if record.response is not None

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from selfevo.evaluation import is_correct
-from selfevo.parsers import extract_answer, format_number
+from selfevo.parsers import final_answer, format_number
 from selfevo.records import CORRECT, INCORRECT, KEPT, PENDING, Record, Reject
 from selfevo.stages import KIND, MISTAKE, analysis_prompt, is_mistake_row
 from selfevo.tasks import task_named
@@ -41,21 +41,21 @@ def round_rows(prompts: Iterable[Record], round_index: int) -> list[Record]:
     return rows
 
 
-def _final(response: str | None) -> str | None:
-    value = extract_answer(response or "").value
+def _final(record: Record, response: str | None) -> str | None:
+    value = final_answer(response, task_named(record.task).strict_answers).value
     return format_number(value) if value is not None else None
 
 
 def finalize_round(records: list[Record]) -> list[Record]:
     """Apply the round's filter to every pending row (see the module docstring)."""
-    own = {r.prompt_id: _final(r.response) for r in records if not is_mistake_row(r)}
+    own = {r.prompt_id: _final(r, r.response) for r in records if not is_mistake_row(r)}
     for record in records:
         if record.status != PENDING:
             continue
         if not is_mistake_row(record):
             record.keep(record.response or "")
             continue
-        answer = _final(record.response)
+        answer = _final(record, record.response)
         if answer is not None and answer == own.get(record.prompt_id):
             record.reject(Reject.NOT_A_MISTAKE, f"same final answer {answer} as the own answer")
         elif record.judgement == CORRECT:
@@ -65,14 +65,19 @@ def finalize_round(records: list[Record]) -> list[Record]:
     return records
 
 
-def training_examples(records: Iterable[Record], template_set: str = "default"):
+def training_examples(
+    records: Iterable[Record], template_set: str = "default", analyses: bool = True
+):
     """Own answers (answer prompt -> response) and unguided analyses (analysis prompt with
-    the induced response -> the guided analysis)."""
+    the induced response -> the guided analysis); the own answers alone when not
+    ``analyses`` (the ablation's baseline)."""
     out = []
     for r in records:
         if r.status != KEPT or not r.final_response:
             continue
         if is_mistake_row(r):
+            if not analyses:
+                continue
             prompt = analysis_prompt(r, r.response or "", guided=False, template_set=template_set)
             out.append(
                 TrainExample(f"{r.id}:analysis", tuple(prompt), r.final_response, "analysis")

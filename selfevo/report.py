@@ -30,6 +30,7 @@ def _acc(metrics: dict[str, Any], key: str) -> float | None:
 def _round_entry(index: int, steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
     evaluation = steps.get(f"round{index}.eval", {}).get("metrics", {})
     filtered = steps.get(f"round{index}.filter", {}).get("metrics", {})
+    synthesized = steps.get(f"round{index}.synthesize", {}).get("metrics", {})
     judge = filtered.get("judge") or {}
     seconds = {
         name.split(".", 1)[1]: step.get("seconds")
@@ -51,6 +52,7 @@ def _round_entry(index: int, steps: dict[str, dict[str, Any]]) -> dict[str, Any]
         "refine_ci": (evaluation.get("refine") or {}).get("ci"),
         "sc_acc": _acc(evaluation, "sc"),
         "sc_ci": (evaluation.get("sc") or {}).get("ci"),
+        "sc_refine_acc": _acc(evaluation, "sc_refine"),
         "eval_judge_precision": (evaluation.get("judge") or {}).get("precision"),
         "eval_judge_recall": (evaluation.get("judge") or {}).get("recall"),
         "eval_judge_agreement": (evaluation.get("judge") or {}).get("agreement"),
@@ -60,6 +62,11 @@ def _round_entry(index: int, steps: dict[str, dict[str, Any]]) -> dict[str, Any]
         "all_acc": filtered.get("all_acc") if index else None,
         "judge_precision": judge.get("precision") if index else None,
         "judge_recall": judge.get("recall") if index else None,
+        # I-SHEEP: accepted synthesized prompts, those that read back as problems of the
+        # task, and how well the self-assessed quality separates right from wrong answers.
+        "synthesized": synthesized.get("accepted"),
+        "synthesized_valid": synthesized.get("with_gold"),
+        "quality_auc": filtered.get("quality_auc") if index else None,
         "train_loss": steps.get("meta.train" if index == 0 else f"round{index}.train", {})
         .get("metrics", {})
         .get("final_loss"),
@@ -120,6 +127,9 @@ def table_rows(summary: dict[str, Any]) -> list[list[str]]:
         "filter precision",
         "held-out judge: agree (P/R)",
     ]
+    synthesis = any(r.get("synthesized") is not None for r in summary["rounds"])
+    if synthesis:
+        header += ["valid synthesized", "quality AUC"]
     rows = [header]
     for r in summary["rounds"]:
         ci = r["direct_ci"] or [None, None]
@@ -137,7 +147,17 @@ def table_rows(summary: dict[str, Any]) -> list[list[str]]:
                 _judge_cell(r),
             ]
         )
+        if synthesis:
+            rows[-1] += [_valid_cell(r), _fmt(r.get("quality_auc"))]
     return rows
+
+
+def _valid_cell(entry: dict[str, Any]) -> str:
+    """Accepted synthesized prompts that read back as problems of the task, of all accepted."""
+    accepted, valid = entry.get("synthesized"), entry.get("synthesized_valid")
+    if not accepted:
+        return "-" if accepted is None else "0/0"
+    return f"{valid}/{accepted} ({valid / accepted:.0%})"
 
 
 def _judge_cell(entry: dict[str, Any]) -> str:
@@ -285,7 +305,9 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
         "against the gold; *filter precision* is the share of answers the model judged "
         '"correct" that are correct; the *held-out judge* column is how often the model\'s '
         "verdict on its own held-out answers agrees with the gold, with the precision and "
-        'recall of its "correct".',
+        'recall of its "correct". I-SHEEP rounds add the accepted synthesized prompts that read '
+        "back as problems of the task (*valid synthesized*) and the ROC AUC of the "
+        "self-assessed quality score between right and wrong answers (*quality AUC*).",
         "",
         _markdown_table(summary),
         "",

@@ -37,6 +37,11 @@ class Task:
       warm-up trains on;
     - ``flawed_solution(record)``: a plausible wrong solution, for mistake-analysis warm-ups;
     - ``prompt_record(text, id)``: a model-written prompt as a record of this task;
+    - ``synthesis_target(record, prompt)``: what a synthesis warm-up teaches the model to
+      write after the few-shot list of problems ``prompt``, for this record (default: its
+      prompt, as Self-Instruct);
+    - ``synthesized_tasks(continuation)``: the candidate prompts in a synthesis continuation
+      written in that form (default: :func:`selfevo.instructions.parse_generated_tasks`);
     - ``templates``: template texts by name (``feedback``, ``refine``...), used for records
       of this task before the template set's own;
     - ``writes_warmups``: the hooks above can write a skill's warm-up;
@@ -51,6 +56,8 @@ class Task:
     assessment: Callable[[Record, str], tuple[str, str] | None] = _nothing
     flawed_solution: Callable[[Record], str | None] = _nothing
     prompt_record: Callable[[str, str], Record] | None = None
+    synthesis_target: Callable[[Record, str], str | None] = _nothing
+    synthesized_tasks: Callable[[str | None], list[str]] | None = None
     templates: Mapping[str, str] = field(default_factory=dict)
     writes_warmups: bool = False
     strict_answers: bool = False

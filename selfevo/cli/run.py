@@ -24,14 +24,22 @@ def register(commands) -> None:
     run.set_defaults(func=cmd_run)
 
     ablate = commands.add_parser(
-        "ablate", help="SELF's ablations: filtered vs not, rounds, training strategies, ..."
+        "ablate",
+        help="the paper's ablations of SELF (filtered vs not, rounds, training strategies, "
+        "...) or mistake analysis (with vs without the analyses)",
     )
     add_config_arguments(ablate)
     ablate.add_argument(
-        "--rounds", type=int, default=3, help="rounds of the main arm (the others run fewer)"
+        "--rounds",
+        type=int,
+        default=None,
+        help="rounds of the main arm (SELF: 3 by default, its other arms run fewer; mistake "
+        "analysis: the config's)",
     )
     ablate.add_argument(
-        "--arms", help="a comma-separated subset: self,unfiltered,restart,continual_alone,qa_only"
+        "--arms",
+        help="a comma-separated subset: self,unfiltered,restart,continual_alone,qa_only "
+        "(SELF) or analysis,answers_only (mistake analysis)",
     )
     ablate.set_defaults(func=cmd_ablate)
 
@@ -121,8 +129,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
+    from selfevo.ablation import arms
+
     configs, overrides = configs_and_overrides(args.words)
     config = load_config(configs, overrides)
+    names = [n.strip() for n in args.arms.split(",")] if args.arms else None
+    try:  # a bad recipe or arm name fails before Ray starts
+        arms(args.rounds or config.recipe.rounds or 1, names, config.recipe.name.value)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not _check_plan(config):
+        print("see `selfevo plan` for the whole layout", file=sys.stderr)
+        return 1
+    _preflight(config)
     out = Path(config.run.output_dir) / f"{config.run.name}-ablation"
     print(f"ablation directory: {out}", flush=True)
     with stderr_for_libraries():
@@ -131,7 +151,6 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
         local = init_ray(config.cluster, quiet=True)
         try:
-            names = [n.strip() for n in args.arms.split(",")] if args.arms else None
             report = run_ablation(configs, overrides, args.rounds, progress, names)
         finally:
             _point_at_logs(out, local)

@@ -15,6 +15,12 @@ as plain exercises (long division, and multiplication written as the check write
 never a check or a refinement; meta-skill learning teaches those. The refinement the oracle
 writes is the gold solution.
 
+I-SHEEP's model writes new problems in the world's synthesis form
+(:func:`.problems.composition_text`): it picks an answer and a divisor, multiplies them, and
+states the division of the product in the wording of the few-shot list's last problem, so a
+problem it writes has a whole answer whenever its multiplication is right. Its
+self-assessment of quality is the check with a score (9 when the pairs agree, 2 otherwise).
+
 Where this departs from SELF: the paper's tasks are GSM8K/SVAMP with a 7B+ model; this
 world keeps the method and shrinks the task so that a whole run fits a laptop. It is
 registered in :mod:`selfevo.tasks` like any other task, and imports only
@@ -23,6 +29,7 @@ registered in :mod:`selfevo.tasks` like any other task, and imports only
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from selfevo.division_world import oracle, problems
@@ -47,6 +54,18 @@ def _flawed_solution(record: Record) -> str | None:
     return oracle.flawed_solution(*known) if known is not None else None
 
 
+def _synthesis_target(record: Record, prompt: str) -> str | None:
+    known = oracle.operands(record)
+    if known is None:
+        return None
+    # The new problem reuses the wording of the list's last problem: what the model then
+    # learns to pick is the numbers, and it copies the words from just above.
+    examples = [line for line in prompt.splitlines() if line[:1].isdigit()]
+    last = re.sub(r"^\d+\s*[.)]\s*", "", examples[-2]) if len(examples) > 1 else ""
+    question = problems.reworded(last, *known) or record.prompt or ""
+    return problems.composition_text(*known, question)
+
+
 def _prompt_fields(record: Record, response: str | None) -> dict[str, str]:
     return {"equation": first_line(response)}
 
@@ -67,6 +86,8 @@ WORLD = Task(
     assessment=_assessment,
     flawed_solution=_flawed_solution,
     prompt_record=problems.problem_record,
+    synthesis_target=_synthesis_target,
+    synthesized_tasks=problems.composed_problems,
     templates=CHAR_MODEL_TEMPLATES,
     writes_warmups=True,
     strict_answers=True,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from dataclasses import dataclass
 
 from selfevo.records import Record
@@ -104,6 +105,43 @@ def multiplication_text(factor: int, divisor: int) -> str:
     return "\n".join([*lines, f"The answer is {product}."])
 
 
+def composition_text(dividend: int, divisor: int, question: str) -> str:
+    """How the world writes a new problem (I-SHEEP's synthesis): pick the answer and the
+    divisor, multiply them (the forward procedure, in the check's columns), write the
+    division that undoes it, then state that division as a problem, which has a whole answer
+    only this way::
+
+        171*4
+        1*4=4 c0
+        7*4=8 c2
+        1*4+2=6 c0
+        =684
+        684/4
+        Mia shares 684 coins among 4 friends. How many each?
+
+    (The division line puts both numbers right above the problem: the tiny model copies
+    from a few dozen characters back, not from the top of the columns.)
+    """
+    lines, _ = product_lines(dividend // divisor, divisor)
+    return "\n".join([*lines, f"={dividend}", equation(dividend, divisor), question])
+
+
+def composed_problems(continuation: str | None) -> list[str]:
+    """The problems in a synthesis continuation written as :func:`composition_text` does:
+    each line two after a product line (``=684``, then ``684/4``), whatever it says (a line
+    that is no problem of the world is still a candidate, and counts against the synthesis).
+    A continuation with no product line is read the general way (its first line)."""
+    lines = [line.strip() for line in (continuation or "").strip().splitlines()]
+    found = [
+        re.sub(r"^\d+\s*[.)]\s*", "", lines[i + 2])
+        for i, line in enumerate(lines[:-2])
+        if line.startswith("=")
+    ]
+    if found or not lines:
+        return [text for text in found if text]
+    return [lines[0]] if lines[0] else []
+
+
 def digit_pairs(product: int, dividend: int) -> tuple[str, str, str]:
     """Both numbers zero-padded to one width, and their digits paired: ``6=6 1=1 7x8``."""
     width = max(CHECK_WIDTH, len(str(product)), len(str(dividend)))
@@ -164,6 +202,17 @@ def parse_problem(question: str) -> tuple[int, int] | None:
             if divisor in DIVISORS and dividend % divisor == 0 and dividend > 0:
                 return dividend, divisor
             return None
+    return None
+
+
+def reworded(question: str, dividend: int, divisor: int) -> str | None:
+    """``question``'s wording (template, name, item) with other numbers; None when it is in
+    none of the world's templates."""
+    text = question.strip()
+    for template, pattern in zip(_TEMPLATES, _PATTERNS, strict=True):
+        match = pattern.match(text)
+        if match:
+            return template.format(**{**match.groupdict(), "a": dividend, "d": divisor})
     return None
 
 

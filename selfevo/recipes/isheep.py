@@ -25,10 +25,12 @@ import pyarrow.parquet as pq
 
 from selfevo import datasets, isheep
 from selfevo.evaluation import filter_quality
+from selfevo.instructions import parse_generated_tasks
 from selfevo.recipes.base import Recipe, RunContext, StepResult
 from selfevo.recipes.steps import SHARED, filtered, round_chain
 from selfevo.records import Record, status_counts
 from selfevo.stages import ASSESS_FOLLOWING, ASSESS_QUALITY, GENERATE, chain_of, expand_samples
+from selfevo.tasks import task_named
 from selfevo.training import TrainExample, examples_from_records
 
 
@@ -55,6 +57,7 @@ def synthesize(ctx: RunContext, index: int) -> StepResult:
         min_words=recipe.instruction_min_words,
         max_words=recipe.instruction_max_words,
         make_prompt=partial(_prompt_record, task=recipe.task, round_index=index),
+        parse=task_named(recipe.task).synthesized_tasks or parse_generated_tasks,
     )
     outputs = {
         "synthesis": ctx.save_records(result.rows, out / "synthesis.parquet"),
@@ -73,7 +76,8 @@ def synthesize(ctx: RunContext, index: int) -> StepResult:
     }
     ctx.emit(
         f"[round{index}.synthesize] {metrics['accepted']}/{metrics['candidates']} new "
-        f"instructions accepted; rejected: {dict(rejected)}"
+        f"instructions accepted ({metrics['with_gold']} read back as problems of the task); "
+        f"rejected: {dict(rejected)}"
     )
     return outputs, metrics
 
@@ -119,6 +123,7 @@ def meta_corpus(ctx: RunContext) -> list[TrainExample]:
         shots=recipe.synthesis_shots,
         from_generated=recipe.synthesis_from_generated,
         template_set=recipe.template_set,
+        synthesis_per_problem=recipe.warmup_synthesis_per_problem,
     )
 
 

@@ -54,7 +54,8 @@ def meta_corpus(ctx: RunContext) -> list[TrainExample]:
 
 
 def round_examples(ctx: RunContext, records: list[Record]) -> list[TrainExample]:
-    return mistakes.training_examples(records, ctx.config.recipe.template_set)
+    recipe = ctx.config.recipe
+    return mistakes.training_examples(records, recipe.template_set, recipe.analysis_rows)
 
 
 RECIPE = Recipe(

@@ -1,4 +1,5 @@
-"""I-SHEEP and mistake analysis end to end on the real stack, reduced to CI size.
+"""I-SHEEP and mistake analysis (with its ablation) end to end on the real stack, reduced to
+CI size.
 
 The same stack as the SELF run (local Ray, the HF engine pool, Ray Data, Ray Train +
 DeepSpeed on CPU, the coordinator): a one-round run of each demo recipe with a short
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from actors.ablation import run_ablation
 from actors.coordinator import run_recipe
 from actors.models import load_model
 from selfevo.config import load_config
@@ -71,9 +73,11 @@ def test_reduced_isheep_accounts_for_every_synthesized_instruction(ray_cluster, 
     accepted = [c["id"] for c in candidates if c["accepted"]]
     prompts = _records(run_dir / "round1/prompts.parquet")
     assert sorted(p.id for p in prompts) == sorted(accepted)
-    # Every accepted instruction was answered and assessed, and left the filter once.
+    # Every accepted instruction was answered (sampling.n times) and assessed, and each
+    # answer left the filter once.
     filtered = _records(run_dir / "round1/filtered.parquet")
-    assert sorted(r.prompt_id for r in filtered) == sorted(accepted)
+    assert sorted(r.prompt_id for r in filtered) == sorted(accepted * 2)
+    assert len({r.id for r in filtered}) == len(filtered)
     _all_final(filtered)
     for r in filtered:
         if r.status == KEPT:
@@ -82,11 +86,19 @@ def test_reduced_isheep_accounts_for_every_synthesized_instruction(ray_cluster, 
     assert summary["rounds"][0]["refine_acc"] is None  # eval.critique is off for I-SHEEP
 
 
-def test_reduced_mistake_analysis_accounts_for_every_row(ray_cluster, tmp_path):
-    run_dir, manifest, summary = _run("mistake_analysis_demo", tmp_path, [])
+def test_reduced_mistake_analysis_ablation_accounts_for_every_row(ray_cluster, tmp_path):
+    # `selfevo ablate` on the mistake-analysis demo: the method, then the same round on the
+    # own answers alone, from the method's warm-up (shared, not rerun).
+    overrides = [*REDUCED, f"run.output_dir={tmp_path}", "run.name=reduced"]
+    report = run_ablation("recipes/mistake_analysis_demo", overrides, None, lambda _: None)
+    out = tmp_path / "reduced-ablation"
+    assert list(report["arms"]) == ["analysis", "answers_only"]
+    run_dir = out / "analysis"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
     assert [s["name"] for s in manifest["steps"]] == plan_steps(
         1, RECIPES["mistake_analysis"].round_steps, meta=True
     )
+    assert {s["status"] for s in manifest["steps"]} == {"done"}
     filtered = _records(run_dir / "round1/filtered.parquet")
     assert len(filtered) == 32  # 16 prompts x (own answer + induced mistake)
     assert {r.meta["kind"] for r in filtered} == {"answer", "mistake"}
@@ -96,4 +108,17 @@ def test_reduced_mistake_analysis_accounts_for_every_row(ray_cluster, tmp_path):
     assert sum(row["source"] == "analysis" for row in training) == kept_analyses
     metrics = manifest["steps"][[s["name"] for s in manifest["steps"]].index("round1.filter")]
     assert metrics["metrics"]["generated"] == 32
-    assert summary["rounds"][1]["direct_acc"] is not None
+    # The baseline trains on the same kind of own answers and on no analysis.
+    baseline = out / "answers_only"
+    shared = json.loads((baseline / "manifest.json").read_text())["steps"][:3]
+    assert all(step["metrics"]["shared_from"] == str(run_dir) for step in shared)
+    training = pq.read_table(baseline / "round1/training_set.parquet").to_pylist()
+    sources = [row["source"] for row in training]
+    own = _records(baseline / "round1/filtered.parquet")
+    kept_answers = sum(r.status == KEPT and r.meta["kind"] == "answer" for r in own)
+    assert "analysis" not in sources and sources.count("own_answer") == kept_answers
+    rows = report["comparisons"]
+    assert [row["comparison"].split(":")[0] for row in rows] == ["mistake analysis"] * 3
+    for name, arm in report["arms"].items():
+        assert arm["summary"]["rounds"][1]["direct_acc"] is not None, name
+    assert "with the analyses" in (out / "ablation.md").read_text()

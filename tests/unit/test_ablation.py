@@ -15,7 +15,7 @@ def _summaries(restart=0.80, alone=0.70, unfiltered=0.74, qa_only=0.60):
         _round(0, 0.70, refine_acc=0.70, sc_acc=0.71),
         _round(1, 0.80, kept_acc=0.99, kept=400, all_acc=0.75, generated=768),
         _round(2, 0.84),
-        _round(3, 0.86, refine_acc=0.87, sc_acc=0.86),
+        _round(3, 0.86, refine_acc=0.87, sc_acc=0.86, sc_refine_acc=0.88),
     ]
     return {
         "self": {"rounds": rounds},
@@ -64,6 +64,9 @@ def test_comparisons_report_the_papers_orderings_with_intervals():
     assert [f["acc"] for f in strategy["figures"]] == [0.80, 0.84, 0.70]
     assert strategy["holds"] is False  # restart below continual: said, not hidden
     assert rows["meta-skill learning"]["holds"]
+    inference = rows["inference"]
+    assert [f["acc"] for f in inference["figures"]] == [0.87, 0.86, 0.86, 0.88]
+    assert inference["figures"][3]["label"] == "self-consistency of refined answers"
     for row in rows.values():
         for fig in row["figures"]:
             low, high = fig["ci"]
@@ -98,11 +101,43 @@ def test_the_plot_draws_every_comparison(tmp_path):
     assert path.stat().st_size > 5000
 
 
-def test_the_arms_switches_are_selfs_alone():
+def test_the_arms_switches_belong_to_their_recipes():
     with pytest.raises(ConfigError, match=r"recipe\.self_filter"):
         load_config("recipes/isheep_demo", ["recipe.self_filter=false"])
     with pytest.raises(ConfigError, match=r"recipe\.meta_skill_data"):
         load_config("recipes/mistake_analysis_demo", ["recipe.meta_skill_data=false"])
+    with pytest.raises(ConfigError, match=r"recipe\.analysis_rows"):
+        load_config("demo", ["recipe.analysis_rows=false"])
+    with pytest.raises(ValueError, match="ablations of"):
+        ablation.arms(2, recipe="isheep")
+
+
+def test_mistake_analysis_arms_compare_with_and_without_the_analyses():
+    arms = ablation.arms(2, recipe="mistake_analysis")
+    assert [(a.name, a.rounds, a.shares_meta) for a in arms] == [
+        ("analysis", 2, False), ("answers_only", 2, True)
+    ]  # fmt: skip
+    for arm in arms:
+        load_config("recipes/mistake_analysis_demo", list(arm.overrides))
+    with pytest.raises(ValueError, match="need the analysis arm"):
+        ablation.arms(2, ["answers_only"], recipe="mistake_analysis")
+    zero = _round(0, 0.70, eval_judge_agreement=0.80)
+    last_with = _round(2, 0.78, eval_judge_agreement=0.95)
+    last_without = _round(2, 0.79, eval_judge_agreement=0.7)
+    summaries = {
+        "analysis": {"rounds": [zero, _round(1, 0.75), last_with]},
+        "answers_only": {"rounds": [zero, _round(1, 0.74), last_without]},
+    }
+    rows = ablation.comparisons(summaries, "mistake_analysis")
+    direct, check, rounds = rows
+    assert [f["acc"] for f in direct["figures"]] == [0.78, 0.79]
+    assert direct["holds"] is False and "round 2" in direct["comparison"]
+    assert [f["acc"] for f in check["figures"]] == [0.95, 0.7]
+    assert check["holds"] and check["beyond_intervals"]
+    assert [f["acc"] for f in rounds["figures"]] == [0.70, 0.75, 0.78] and rounds["holds"]
+    assert "differs from the paper" in ablation.markdown(rows)
+    missing = ablation.comparisons({"analysis": summaries["analysis"]}, "mistake_analysis")
+    assert missing[0]["holds"] is None
 
 
 def test_the_qa_only_arm_learns_the_qa_pairs_alone():

@@ -98,6 +98,8 @@ def test_unknown_key_in_yaml_names_the_file(tmp_path):
         ("recipe.judge_by=vibes", "verdict_line, rederived_answer", "vibes"),
         ("eval.refine_answer=best", "latest, accepted", "best"),
         ("train.round_learning_rate=0", "> 0, or null", "0"),
+        ("engine.cpu_threads=-1", "from cpus_per_engine", "-1"),
+        ("recipe.warmup_synthesis_per_problem=0", ">= 1", "0"),
     ],
 )
 def test_bad_value_names_key_expected_and_given(override, expected_part, given_part):
@@ -215,3 +217,13 @@ def test_configs_compose_forward_a_recipe_then_a_scale_overlay(capsys):
     code = main(["config", "show", "recipes/mistake_analysis", "scale/llama3_70b_4x8"])
     shown = capsys.readouterr().out
     assert code == 0 and "mistake_analysis" in shown and "tensor_parallel_size: 4" in shown
+
+
+def test_engine_threads_follow_its_cpus_unless_set():
+    from actors.engines import engine_kwargs
+
+    assert engine_kwargs(load_config("demo", ["engine.cpu_threads=0"]))["num_threads"] == 1
+    assert engine_kwargs(load_config("demo", ["engine.cpus_per_engine=3"]))["num_threads"] == 2
+    assert engine_kwargs(load_config("demo", []))["num_threads"] == 2  # the demo's turn-taking
+    custom = ["engine.cpu_threads=0", "engine.cpus_per_engine=3"]
+    assert engine_kwargs(load_config("demo", custom))["num_threads"] == 3

@@ -3,7 +3,7 @@ model-written problems read back."""
 
 import pytest
 
-from selfevo.division_world import oracle
+from selfevo.division_world import oracle, problems
 from selfevo.division_world.problems import (
     DIVISORS,
     make_problems,
@@ -147,3 +147,29 @@ def test_only_a_stated_answer_counts_never_a_restated_question(response):
     assert majority_answer([response, response]) is not None  # another task would count it
     assert majority_answer([response, response], strict=True) is None
     assert is_correct(record, "684/4\nThe answer is 171.")
+
+
+def test_a_composed_problem_is_read_back_after_its_product_line():
+    question = "Mia shares 684 coins among 4 friends. How many each?"
+    text = problems.composition_text(684, 4, question)
+    lines = ["171*4", "1*4=4 c0", "7*4=8 c2", "1*4+2=6 c0", "=684", "684/4", question]
+    assert text.splitlines() == lines
+    assert problems.composed_problems(text) == [question]
+    more = (
+        f"{text}\n5. 12*3\n2*3=6 c0\n1*3=3 c0\n=36\n36/3\n5. Ben splits 36 pens into 3 equal piles."
+    )
+    assert problems.composed_problems(more) == [question, "Ben splits 36 pens into 3 equal piles."]
+    # No product line: read the general way (the first line), whatever it is.
+    assert problems.composed_problems("Leo has 5 pens\nmore") == ["Leo has 5 pens"]
+    assert problems.composed_problems("") == [] and problems.composed_problems(None) == []
+
+
+def test_a_problem_reworded_keeps_its_wording_with_new_numbers():
+    question = "Mia shares 684 coins among 4 friends. How many each?"
+    assert (
+        problems.reworded(question, 35, 5) == "Mia shares 35 coins among 5 friends. How many each?"
+    )
+    assert problems.reworded("A shop packs 7 pens into 2 equal boxes. How many per box?", 8, 2) == (
+        "A shop packs 8 pens into 2 equal boxes. How many per box?"
+    )
+    assert problems.reworded("What is 3+4?", 8, 2) is None

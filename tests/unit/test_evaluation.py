@@ -69,6 +69,24 @@ def test_heldout_metrics_score_direct_refine_and_sc():
     low, high = metrics["direct"]["ci"]
     assert low < 0.25 < high
     assert metrics["judge"]["precision"] == 0.5 and metrics["judge"]["recall"] == 1.0
+    assert "sc_refine" not in metrics
+
+
+def test_sc_refine_votes_over_the_refined_samples():
+    refined = [_row("a", 0, "1", "The answer is 1."), _row("b", 0, "2", "The answer is 2.")]
+    sampled = [
+        # a: both samples wrong, one refined right and one refined wrong: the tie goes to
+        # the first sample's refined answer.
+        _row("a", 0, "1", "The answer is 7.", "incorrect", refined="The answer is 1."),
+        _row("a", 1, "1", "The answer is 7.", "incorrect", refined="The answer is 8."),
+        # b: right samples, one broken by its refinement; the other kept (no refinement).
+        _row("b", 0, "2", "The answer is 2.", "incorrect", refined="The answer is 5."),
+        _row("b", 1, "2", "The answer is 2.", "correct"),
+        _row("b", 2, "2", "The answer is 5."),
+    ]
+    metrics = heldout_metrics(refined, sampled, with_refine=False, sc_refine=True)
+    assert metrics["sc"]["acc"] == 0.5  # a votes 7, b votes 2
+    assert metrics["sc_refine"]["acc"] == 0.5  # a votes 1, b votes 5 (5, 2, 5)
 
 
 def test_filter_quality_compares_kept_with_all_answers():

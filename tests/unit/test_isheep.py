@@ -143,3 +143,63 @@ def test_warmup_teaches_synthesis_and_both_scores_from_the_oracle():
     following = [e.target.splitlines()[-1] for e in by_source["warmup_following"]]
     assert quality == ["Score: 9", "Score: 9", "Score: 2"]
     assert following == ["Score: 9", "Score: 9", "Score: 2"]
+
+
+def test_quality_auc_is_the_chance_a_right_answer_outscores_a_wrong_one():
+    assert isheep.separation_auc([9, 9], [2, 2, 2]) == 1.0
+    assert isheep.separation_auc([2], [9]) == 0.0
+    assert isheep.separation_auc([9, 9, 2], [2, 2]) == round(5 / 6, 4)  # ties count half
+    assert isheep.separation_auc([5, 5], [5]) == 0.5
+    assert isheep.separation_auc([], [2]) is None and isheep.separation_auc([9], []) is None
+
+
+def test_score_quality_reports_the_auc_against_gold():
+    problems = world_problems.make_problems("meta", 4)
+    records = []
+    for p, right, score in zip(problems, (True, True, False, False), (9, 2, 2, 2), strict=True):
+        record = p.to_record()
+        record.response = p.solution() if right else "1+1\nThe answer is 2."
+        record.scores = {isheep.QUALITY: score}
+        records.append(record)
+    quality = isheep.score_quality(records)
+    assert quality["scored_with_gold"] == 4
+    assert (quality["mean_quality_right"], quality["mean_quality_wrong"]) == (5.5, 2.0)
+    assert quality["quality_auc"] == 0.75  # (1 + 0.5 + 1 + 0.5) / 4
+
+
+def test_a_world_with_a_synthesis_form_teaches_it_and_reads_its_candidates():
+    from selfevo.division_world import problems as division
+
+    made = division.make_problems("meta", 2)
+    labeled = [p.to_record() for p in made]
+    for record, p in zip(labeled, made, strict=True):
+        record.response = p.solution()
+    seeds = [p.question for p in division.make_problems("seed", 4)]
+    examples = isheep.warmup_examples(labeled, seeds, seed=0, shots=2, from_generated=1)
+    synthesis = next(e for e in examples if e.source == "warmup_synthesize")
+    target, lines = synthesis.target, synthesis.target.splitlines()
+    # Answer times divisor, the product, the division, then the problem in the wording of the
+    # list's last problem, with the new numbers.
+    quotient, divisor = lines[0].split("*")
+    assert lines[-3] == f"={int(quotient) * int(divisor)}" == f"={made[0].dividend}"
+    assert lines[-2] == f"{made[0].dividend}/{divisor}"
+    last = synthesis.messages[0].content.splitlines()[-2].split(". ", 1)[1]
+    assert lines[-1] == division.reworded(last, made[0].dividend, made[0].divisor)
+    assert division.parse_problem(lines[-1]) == (made[0].dividend, made[0].divisor)
+    twice = isheep.warmup_examples(
+        labeled, seeds, seed=0, shots=2, from_generated=1, synthesis_per_problem=2
+    )
+    written = [e for e in twice if e.source == "warmup_synthesize"]
+    assert len(written) == 4 and len({e.id for e in written}) == 4
+    assert len({e.messages[0].content for e in written}) == 4  # each after its own list
+    rows = isheep.synthesis_rows(seeds, [], 2, 1, seed=0, shots=2, from_generated=0,
+                                 task="division")  # fmt: skip
+    rows[0].response = target
+    rows[1].response = "7*3\n7*3=1 c2\n=21\n21/3\nNot a problem at all"
+    result = isheep.accept_synthesized(
+        rows, [], threshold=0.9, min_words=3, max_words=40,
+        make_prompt=lambda i, text: division.problem_record(text, i),
+        parse=division.composed_problems,
+    )  # fmt: skip
+    assert [d.instruction for d in result.decisions] == [lines[-1], "Not a problem at all"]
+    assert [p.gold for p in result.prompts] == [str(made[0].dividend // made[0].divisor), None]

@@ -100,3 +100,23 @@ def test_the_accuracy_axis_frames_the_change_and_its_intervals():
         0.0,
         1.0,
     )
+
+
+def test_isheep_rounds_report_valid_synthesized_prompts_and_the_quality_auc(tmp_path):
+    manifest = Manifest.open(tmp_path, "h", 1, RECIPES["isheep"].round_steps)
+    for step in list(manifest.steps):
+        manifest.start(step.name)
+        metrics = {}
+        if step.name.endswith(".eval"):
+            metrics = {"direct": {"acc": 0.5, "ci": [0.45, 0.55], "n": 400}}
+        if step.name == "round1.synthesize":
+            metrics = {"accepted": 200, "with_gold": 170}
+        if step.name == "round1.filter":
+            metrics = {"generated": 200, "kept": 90, "quality_auc": 0.81}
+        manifest.finish(step.name, {}, metrics)
+    one = build_summary(tmp_path)["rounds"][1]
+    assert (one["synthesized"], one["synthesized_valid"], one["quality_auc"]) == (200, 170, 0.81)
+    table = format_table(build_summary(tmp_path))
+    assert "valid synthesized" in table and "170/200 (85%)" in table and "0.810" in table
+    _finished_run(tmp_path / "self", rounds=1)
+    assert "valid synthesized" not in format_table(build_summary(tmp_path / "self"))
