@@ -32,21 +32,23 @@ def _share_meta(source: Path, run_dir: Path, config: SelfEvoConfig, main_hash: s
     """Start ``run_dir`` from ``source``'s meta-skill phase and round-0 evaluation, which must
     be done, under the main arm's config (``main_hash``)."""
     recipe = recipe_named(config.recipe.name.value)
+    has_meta = recipe.has_meta(config)
     manifest = Manifest.open(
-        run_dir, run_config_hash(config), config.recipe.rounds, recipe.round_steps
+        run_dir, run_config_hash(config), config.recipe.rounds, recipe.round_steps, has_meta
     )
-    if all(manifest.is_done(name) for name in SHARED_STEPS):
+    shared = SHARED_STEPS if has_meta else ("round0.eval",)  # no warm-up: round 0 alone
+    if all(manifest.is_done(name) for name in shared):
         return  # resuming: shared before
     source_manifest = json.loads((source / MANIFEST_FILE).read_text())
     done = {s["name"]: s for s in source_manifest["steps"] if s["status"] == "done"}
-    if source_manifest["config_hash"] != main_hash or not set(SHARED_STEPS) <= set(done):
+    if source_manifest["config_hash"] != main_hash or not set(shared) <= set(done):
         raise RuntimeError(
             f"the main arm in {source} has not finished its meta-skill phase under this "
             f"config; rerun with the {source.name} arm"
         )
-    for folder in ("meta", "round0"):
+    for folder in ("meta", "round0") if has_meta else ("round0",):
         shutil.copytree(source / folder, run_dir / folder, dirs_exist_ok=True)
-    for name in (step for step in SHARED_STEPS if not manifest.is_done(step)):
+    for name in (step for step in shared if not manifest.is_done(step)):
         manifest.start(name)
         metrics = {**done[name]["metrics"], "shared_from": str(source)}
         manifest.finish(name, done[name]["outputs"], metrics)
@@ -64,8 +66,7 @@ def run_ablation(
     SELF's three by default, the config's for the other recipes."""
     base = load_config(configs, overrides)
     recipe = base.recipe.name.value
-    if rounds is None:
-        rounds = 3 if recipe == "self" else base.recipe.rounds
+    rounds = ablation.main_rounds(recipe, base.recipe.rounds, rounds)
     out = Path(base.run.output_dir).resolve() / f"{base.run.name}-ablation"
     started, results = time.perf_counter(), {}
     every = ablation.arms(rounds, arm_names, recipe)

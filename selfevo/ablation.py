@@ -1,7 +1,8 @@
 """The papers' ablations, the pure part: the arms ``selfevo ablate`` runs, and the comparisons
 it draws from their summaries, each set against the paper's finding.
 
-The arms are runs of one config that differ in one setting each. For SELF:
+The arms are runs of one config that differ in one setting each (the ``self`` arm also
+scores self-consistency over refined answers, ``eval.sc_refine``). For SELF:
 
 - ``self``: the method (continual training with the meta-skill data replayed), ``rounds``
   rounds: accuracy per round, kept vs all self-generated answers, and direct vs
@@ -51,6 +52,13 @@ class Arm:
 
 
 RECIPES = ("self", "mistake_analysis")
+
+
+def main_rounds(recipe: str, configured: int, asked: int | None) -> int:
+    """The main arm's rounds: as asked, else SELF's three (the paper's), else the config's."""
+    if asked is not None:
+        return asked
+    return 3 if recipe == "self" else configured
 
 
 def arms(rounds: int = 3, names: list[str] | None = None, recipe: str = "self") -> list[Arm]:
@@ -209,6 +217,8 @@ def _figures(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def comparisons(summaries: dict[str, dict[str, Any]], recipe: str = "self") -> list[dict[str, Any]]:
     """The paper's comparisons from the arms' summaries, each with the paper's finding and
     whether the demo reproduces its ordering."""
+    if recipe not in RECIPES:
+        raise ValueError(f"selfevo ablate knows the ablations of {list(RECIPES)}, not {recipe!r}")
     if recipe == "mistake_analysis":
         return _mistake_comparisons(summaries)
     f = _figures(summaries)
@@ -257,12 +267,15 @@ def _mistake_comparisons(summaries: dict[str, dict[str, Any]]) -> list[dict[str,
     main, baseline = summaries.get("analysis"), summaries.get("answers_only")
     last = max(0, len((main or {}).get("rounds") or []) - 1)
 
-    def agreement(label: str, entry: dict[str, Any]) -> dict[str, Any]:
-        return figure(label, entry.get("eval_judge_agreement"), entry.get("eval_n"))
+    def balanced(label: str, entry: dict[str, Any]) -> dict[str, Any]:
+        # Balanced accuracy, not agreement: a check that calls every answer wrong agrees
+        # with the gold as often as the model is wrong. Its interval is Wilson's on the
+        # judged answers (an approximation for a mean of two recalls).
+        return figure(label, entry.get("eval_judge_balanced"), entry.get("eval_judged"))
 
     arms_at_last = (("with the analyses", main), ("own answers alone", baseline))
     direct = [_eval_figure(label, _round(s, last), "direct") for label, s in arms_at_last]
-    checks = [agreement(label, _round(s, last)) for label, s in arms_at_last]
+    checks = [balanced(label, _round(s, last)) for label, s in arms_at_last]
     rounds = [_eval_figure(f"round {i}", _round(main, i), "direct") for i in range(last + 1)]
     return [
         _comparison(
@@ -272,7 +285,7 @@ def _mistake_comparisons(summaries: dict[str, dict[str, Any]]) -> list[dict[str,
             _ordering(direct),
         ),
         _comparison(
-            f"mistake analysis: round {last}'s check of its own answers (agreement with gold)",
+            f"mistake analysis: round {last}'s check of its own answers (balanced accuracy)",
             checks,
             "the analyses teach the model to find mistakes",
             _ordering(checks),

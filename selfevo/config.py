@@ -130,7 +130,7 @@ class EngineConfig:
     cpus_per_engine: float = 0.5
     # CPU threads of each engine's forward pass (0: cpus_per_engine, at least 1). More than
     # the CPUs it reserves is for a machine whose engines and trainer take turns (engines
-    # idle while a round trains): the 2-core demo decodes 1.65x faster on 2 threads.
+    # idle while a round trains).
     cpu_threads: int = 0
     # HF backend: the most sequences decoded together in one batch.
     max_batch_size: int = 64
@@ -587,6 +587,12 @@ def _validate_recipe(config: SelfEvoConfig) -> None:
         raise ConfigError(
             "recipe.instruction_min_words must not exceed recipe.instruction_max_words",
             "recipe.instruction_min_words",
+        )
+    if config.eval.sc_refine and not (config.eval.critique and config.eval.refine_max_iters):
+        raise ConfigError(
+            "eval.sc_refine=true refines the sampled answers: it needs eval.critique=true and "
+            "eval.refine_max_iters >= 1",
+            "eval.sc_refine",
         )
     arm_keys = {"self_filter": RecipeName.self, "meta_skill_data": RecipeName.self,
                 "analysis_rows": RecipeName.mistake_analysis}  # fmt: skip

@@ -88,9 +88,9 @@ def heldout_metrics(
 ) -> dict[str, Any]:
     """Direct, refine (unless ``with_refine`` is off; the answer picked by ``refine_answer``,
     see :func:`selfevo.stages.refined_answer`) and (when ``sampled`` is given) sc@n accuracy,
-    with judge quality. ``refine_latest`` always scores the latest refinement (SELF's way);
-    ``sc_refine`` (with ``sc_refine``: the sampled answers were refined too) scores the vote
-    of their refined answers."""
+    with judge quality. ``refine_latest`` always scores the latest refinement (SELF's way).
+    With ``sc_refine`` (the sampled answers were critiqued and refined too), the metric
+    ``sc_refine`` scores the vote of their refined answers."""
     direct = [bool(is_correct(r, r.response)) for r in refined]
     metrics: dict[str, Any] = {"direct": accuracy(direct), "judge": judge_quality(refined)}
     if with_refine:
@@ -123,7 +123,9 @@ def heldout_metrics(
 
 def judge_quality(records: Iterable[Record]) -> dict[str, Any]:
     """How the first self-judgement agrees with the gold: precision and recall of "correct",
-    and ``agreement``, the share of judged answers whose verdict the gold bears out."""
+    ``agreement``, the share of judged answers whose verdict the gold bears out, and
+    ``balanced``, the mean of the recalls of "correct" and "incorrect" (0.5 for a judge that
+    says the same whatever the answer, where agreement is only the share of that class)."""
     records = list(records)
     tp = fp = fn = tn = 0
     for record in records:
@@ -139,6 +141,7 @@ def judge_quality(records: Iterable[Record]) -> dict[str, Any]:
         "precision": tp / (tp + fp) if tp + fp else None,
         "recall": tp / (tp + fn) if tp + fn else None,
         "agreement": (tp + tn) / judged if (judged := tp + fp + fn + tn) else None,
+        "balanced": (tp / (tp + fn) + tn / (tn + fp)) / 2 if tp + fn and tn + fp else None,
         "judged": judged,
         "judged_correct": tp + fp,
         "verdict_line_agreement": verdict_line_agreement(records),

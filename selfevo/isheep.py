@@ -12,9 +12,9 @@ Departures: I-SHEEP generates (instruction, input) pairs with a separate input s
 instruction line carries its own input. The demo world's tiny model cannot follow a few-shot
 prompt or write a score out of the box, so ``recipe.skills_warmup`` first fine-tunes it on
 oracle-written examples of both forms (:func:`warmup_examples`); the paper needs no warm-up.
-A world may give synthesis a form of its own (``Task.synthesis_target`` and
-``Task.synthesized_tasks``): the division world's model works a problem out before it states
-it, where Self-Instruct writes the instruction alone.
+A task may give synthesis a form of its own (``Task.synthesis_target`` and
+``Task.synthesized_tasks``; a demo world's model works a problem out before stating it),
+where Self-Instruct writes the instruction alone.
 """
 
 from __future__ import annotations
@@ -96,17 +96,20 @@ def accept_synthesized(
     min_words: int,
     max_words: int,
     make_prompt: Callable[[str, str], Record],
-    parse: Callable[[str | None], list[str]] = parse_generated_tasks,
+    parse: Callable[[str | None], list[str] | None] | None = None,
 ) -> SynthesisResult:
-    """Parse each row's continuation into candidates (``parse``: the task's synthesis form),
-    filter them (rules, then ROUGE-L against ``known`` and each other) and turn the accepted
-    ones into prompts."""
+    """Parse each row's continuation into candidates (``parse``: the task's synthesis form,
+    None for a continuation not in it; Self-Instruct's numbered list otherwise), filter them
+    (rules, then ROUGE-L against ``known`` and each other) and turn the accepted ones into
+    prompts."""
     candidates: list[Candidate] = []
     for row in rows:
         text = _usable_continuation(row)
         if text is not None:
             row.status, row.reject_reason = PENDING, None
-            tasks = parse(text)
+            tasks = parse(text) if parse is not None else None
+            if tasks is None:
+                tasks = parse_generated_tasks(text)
             candidates += [Candidate(f"{row.id}.{j}", t) for j, t in enumerate(tasks)]
     decisions = filter_candidates(candidates, known, threshold, min_words, max_words)
     by_row: dict[str, list[Decision]] = {}

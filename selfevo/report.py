@@ -56,6 +56,8 @@ def _round_entry(index: int, steps: dict[str, dict[str, Any]]) -> dict[str, Any]
         "eval_judge_precision": (evaluation.get("judge") or {}).get("precision"),
         "eval_judge_recall": (evaluation.get("judge") or {}).get("recall"),
         "eval_judge_agreement": (evaluation.get("judge") or {}).get("agreement"),
+        "eval_judge_balanced": (evaluation.get("judge") or {}).get("balanced"),
+        "eval_judged": (evaluation.get("judge") or {}).get("judged"),
         "generated": filtered.get("generated") if index else None,
         "kept": filtered.get("kept") if index else None,
         "kept_acc": filtered.get("kept_acc") if index else None,
@@ -155,8 +157,10 @@ def table_rows(summary: dict[str, Any]) -> list[list[str]]:
 def _valid_cell(entry: dict[str, Any]) -> str:
     """Accepted synthesized prompts that read back as problems of the task, of all accepted."""
     accepted, valid = entry.get("synthesized"), entry.get("synthesized_valid")
+    if accepted is None or valid is None:  # no synthesis, or a task that cannot check it
+        return "-"
     if not accepted:
-        return "-" if accepted is None else "0/0"
+        return "0/0"
     return f"{valid}/{accepted} ({valid / accepted:.0%})"
 
 
@@ -305,9 +309,14 @@ def write_report(run_dir: str | Path) -> dict[str, Any]:
         "against the gold; *filter precision* is the share of answers the model judged "
         '"correct" that are correct; the *held-out judge* column is how often the model\'s '
         "verdict on its own held-out answers agrees with the gold, with the precision and "
-        'recall of its "correct". I-SHEEP rounds add the accepted synthesized prompts that read '
-        "back as problems of the task (*valid synthesized*) and the ROC AUC of the "
-        "self-assessed quality score between right and wrong answers (*quality AUC*).",
+        'recall of its "correct".'
+        + (
+            " I-SHEEP rounds add the accepted synthesized prompts that read back as problems "
+            "of the task (*valid synthesized*) and the ROC AUC of the self-assessed quality "
+            "score between right and wrong answers (*quality AUC*)."
+            if summary["recipe"] == "isheep"
+            else ""
+        ),
         "",
         _markdown_table(summary),
         "",

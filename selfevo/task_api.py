@@ -41,7 +41,8 @@ class Task:
       write after the few-shot list of problems ``prompt``, for this record (default: its
       prompt, as Self-Instruct);
     - ``synthesized_tasks(continuation)``: the candidate prompts in a synthesis continuation
-      written in that form (default: :func:`selfevo.instructions.parse_generated_tasks`);
+      written in that form, or None for one that is not (then, and for a task without the
+      hook, :func:`selfevo.instructions.parse_generated_tasks` reads it);
     - ``templates``: template texts by name (``feedback``, ``refine``...), used for records
       of this task before the template set's own;
     - ``writes_warmups``: the hooks above can write a skill's warm-up;
@@ -57,7 +58,7 @@ class Task:
     flawed_solution: Callable[[Record], str | None] = _nothing
     prompt_record: Callable[[str, str], Record] | None = None
     synthesis_target: Callable[[Record, str], str | None] = _nothing
-    synthesized_tasks: Callable[[str | None], list[str]] | None = None
+    synthesized_tasks: Callable[[str | None], list[str] | None] | None = None
     templates: Mapping[str, str] = field(default_factory=dict)
     writes_warmups: bool = False
     strict_answers: bool = False

@@ -1,5 +1,5 @@
 """``selfevo run``, ``ablate``, ``config show``, ``report`` and ``plan``: running a recipe or
-SELF's ablations, and inspecting a config, a report and a GPU layout."""
+a paper's ablations, and inspecting a config, a report and a GPU layout."""
 
 from __future__ import annotations
 
@@ -129,13 +129,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from selfevo.ablation import arms
+    from selfevo.ablation import arms, main_rounds
 
     configs, overrides = configs_and_overrides(args.words)
     config = load_config(configs, overrides)
     names = [n.strip() for n in args.arms.split(",")] if args.arms else None
-    try:  # a bad recipe or arm name fails before Ray starts
-        arms(args.rounds or config.recipe.rounds or 1, names, config.recipe.name.value)
+    recipe = config.recipe.name.value
+    try:  # a bad recipe, arm name or round count fails before Ray starts
+        arms(main_rounds(recipe, config.recipe.rounds, args.rounds), names, recipe)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

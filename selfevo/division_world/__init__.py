@@ -29,7 +29,6 @@ registered in :mod:`selfevo.tasks` like any other task, and imports only
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from selfevo.division_world import oracle, problems
@@ -61,7 +60,7 @@ def _synthesis_target(record: Record, prompt: str) -> str | None:
     # The new problem reuses the wording of the list's last problem: what the model then
     # learns to pick is the numbers, and it copies the words from just above.
     examples = [line for line in prompt.splitlines() if line[:1].isdigit()]
-    last = re.sub(r"^\d+\s*[.)]\s*", "", examples[-2]) if len(examples) > 1 else ""
+    last = problems.strip_numbering(examples[-2]) if len(examples) > 1 else ""
     question = problems.reworded(last, *known) or record.prompt or ""
     return problems.composition_text(*known, question)
 

@@ -105,6 +105,14 @@ def multiplication_text(factor: int, divisor: int) -> str:
     return "\n".join([*lines, f"The answer is {product}."])
 
 
+_NUMBERING = re.compile(r"^\d+\s*[.)]\s*")
+
+
+def strip_numbering(line: str) -> str:
+    """A listed problem without its number (``3. Mia shares...`` -> ``Mia shares...``)."""
+    return _NUMBERING.sub("", line.strip())
+
+
 def composition_text(dividend: int, divisor: int, question: str) -> str:
     """How the world writes a new problem (I-SHEEP's synthesis): pick the answer and the
     divisor, multiply them (the forward procedure, in the check's columns), write the
@@ -126,20 +134,21 @@ def composition_text(dividend: int, divisor: int, question: str) -> str:
     return "\n".join([*lines, f"={dividend}", equation(dividend, divisor), question])
 
 
-def composed_problems(continuation: str | None) -> list[str]:
+def composed_problems(continuation: str | None) -> list[str] | None:
     """The problems in a synthesis continuation written as :func:`composition_text` does:
-    each line two after a product line (``=684``, then ``684/4``), whatever it says (a line
-    that is no problem of the world is still a candidate, and counts against the synthesis).
-    A continuation with no product line is read the general way (its first line)."""
+    each line after a product line (``=684``) and its division line (``684/4``), whatever it
+    says (a line that is no problem of the world is still a candidate, and counts against
+    the synthesis). None for a continuation with no product line: it is not in this form
+    (I-SHEEP then reads it as Self-Instruct's)."""
     lines = [line.strip() for line in (continuation or "").strip().splitlines()]
+    if not any(line.startswith("=") for line in lines):
+        return None
     found = [
-        re.sub(r"^\d+\s*[.)]\s*", "", lines[i + 2])
+        strip_numbering(lines[i + 2])
         for i, line in enumerate(lines[:-2])
-        if line.startswith("=")
+        if line.startswith("=") and re.fullmatch(r"\d+/\d+", lines[i + 1])
     ]
-    if found or not lines:
-        return [text for text in found if text]
-    return [lines[0]] if lines[0] else []
+    return [text for text in found if text]
 
 
 def digit_pairs(product: int, dividend: int) -> tuple[str, str, str]:

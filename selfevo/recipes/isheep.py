@@ -25,7 +25,6 @@ import pyarrow.parquet as pq
 
 from selfevo import datasets, isheep
 from selfevo.evaluation import filter_quality
-from selfevo.instructions import parse_generated_tasks
 from selfevo.recipes.base import Recipe, RunContext, StepResult
 from selfevo.recipes.steps import SHARED, filtered, round_chain
 from selfevo.records import Record, status_counts
@@ -57,7 +56,7 @@ def synthesize(ctx: RunContext, index: int) -> StepResult:
         min_words=recipe.instruction_min_words,
         max_words=recipe.instruction_max_words,
         make_prompt=partial(_prompt_record, task=recipe.task, round_index=index),
-        parse=task_named(recipe.task).synthesized_tasks or parse_generated_tasks,
+        parse=task_named(recipe.task).synthesized_tasks,
     )
     outputs = {
         "synthesis": ctx.save_records(result.rows, out / "synthesis.parquet"),
@@ -72,14 +71,20 @@ def synthesize(ctx: RunContext, index: int) -> StepResult:
         "candidates": len(result.decisions),
         "accepted": len(result.prompts),
         "rejected": dict(rejected),
-        "with_gold": sum(1 for p in result.prompts if p.gold is not None),
+        # None where the task cannot read a written problem back (no gold to check against)
+        "with_gold": sum(1 for p in result.prompts if p.gold is not None)
+        if task_named(recipe.task).prompt_record is not None
+        else None,
     }
     ctx.emit(
         f"[round{index}.synthesize] {metrics['accepted']}/{metrics['candidates']} new "
-        f"instructions accepted ({metrics['with_gold']} read back as problems of the task); "
-        f"rejected: {dict(rejected)}"
+        f"instructions accepted{_read_back(metrics['with_gold'])}; rejected: {dict(rejected)}"
     )
     return outputs, metrics
+
+
+def _read_back(with_gold: int | None) -> str:
+    return "" if with_gold is None else f" ({with_gold} read back as problems of the task)"
 
 
 def generate(ctx: RunContext, index: int) -> StepResult:

@@ -110,6 +110,11 @@ def test_the_arms_switches_belong_to_their_recipes():
         load_config("demo", ["recipe.analysis_rows=false"])
     with pytest.raises(ValueError, match="ablations of"):
         ablation.arms(2, recipe="isheep")
+    with pytest.raises(ValueError, match="ablations of"):
+        ablation.comparisons({}, "isheep")
+    assert ablation.main_rounds("self", 2, None) == 3
+    assert ablation.main_rounds("mistake_analysis", 2, None) == 2
+    assert ablation.main_rounds("self", 2, 1) == 1
 
 
 def test_mistake_analysis_arms_compare_with_and_without_the_analyses():
@@ -121,9 +126,9 @@ def test_mistake_analysis_arms_compare_with_and_without_the_analyses():
         load_config("recipes/mistake_analysis_demo", list(arm.overrides))
     with pytest.raises(ValueError, match="need the analysis arm"):
         ablation.arms(2, ["answers_only"], recipe="mistake_analysis")
-    zero = _round(0, 0.70, eval_judge_agreement=0.80)
-    last_with = _round(2, 0.78, eval_judge_agreement=0.95)
-    last_without = _round(2, 0.79, eval_judge_agreement=0.7)
+    zero = _round(0, 0.70, eval_judge_balanced=0.80, eval_judged=400)
+    last_with = _round(2, 0.78, eval_judge_balanced=0.95, eval_judged=380)
+    last_without = _round(2, 0.79, eval_judge_balanced=0.7, eval_judged=390)
     summaries = {
         "analysis": {"rounds": [zero, _round(1, 0.75), last_with]},
         "answers_only": {"rounds": [zero, _round(1, 0.74), last_without]},
@@ -132,7 +137,7 @@ def test_mistake_analysis_arms_compare_with_and_without_the_analyses():
     direct, check, rounds = rows
     assert [f["acc"] for f in direct["figures"]] == [0.78, 0.79]
     assert direct["holds"] is False and "round 2" in direct["comparison"]
-    assert [f["acc"] for f in check["figures"]] == [0.95, 0.7]
+    assert [(f["acc"], f["n"]) for f in check["figures"]] == [(0.95, 380), (0.7, 390)]
     assert check["holds"] and check["beyond_intervals"]
     assert [f["acc"] for f in rounds["figures"]] == [0.70, 0.75, 0.78] and rounds["holds"]
     assert "differs from the paper" in ablation.markdown(rows)

@@ -227,3 +227,10 @@ def test_engine_threads_follow_its_cpus_unless_set():
     assert engine_kwargs(load_config("demo", []))["num_threads"] == 2  # the demo's turn-taking
     custom = ["engine.cpu_threads=0", "engine.cpus_per_engine=3"]
     assert engine_kwargs(load_config("demo", custom))["num_threads"] == 3
+
+
+def test_sc_refine_needs_the_refinement_it_votes_over():
+    load_config("demo", ["eval.sc_refine=true"])
+    for off in ("eval.critique=false", "eval.refine_max_iters=0"):
+        with pytest.raises(ConfigError, match=r"eval\.sc_refine"):
+            load_config("demo", ["eval.sc_refine=true", off])

@@ -159,9 +159,12 @@ def test_a_composed_problem_is_read_back_after_its_product_line():
         f"{text}\n5. 12*3\n2*3=6 c0\n1*3=3 c0\n=36\n36/3\n5. Ben splits 36 pens into 3 equal piles."
     )
     assert problems.composed_problems(more) == [question, "Ben splits 36 pens into 3 equal piles."]
-    # No product line: read the general way (the first line), whatever it is.
-    assert problems.composed_problems("Leo has 5 pens\nmore") == ["Leo has 5 pens"]
-    assert problems.composed_problems("") == [] and problems.composed_problems(None) == []
+    # No product line: not this form (I-SHEEP reads it as Self-Instruct's).
+    assert problems.composed_problems("Leo has 5 pens\nmore") is None
+    assert problems.composed_problems("") is None and problems.composed_problems(None) is None
+    # Cut off after the product, or no division line: nothing (not the multiplication).
+    assert problems.composed_problems("171*4\n1*4=4 c0\n=684") == []
+    assert problems.composed_problems("171*4\n=684\n12*3\nMia shares 36") == []
 
 
 def test_a_problem_reworded_keeps_its_wording_with_new_numbers():

@@ -75,18 +75,20 @@ def test_heldout_metrics_score_direct_refine_and_sc():
 def test_sc_refine_votes_over_the_refined_samples():
     refined = [_row("a", 0, "1", "The answer is 1."), _row("b", 0, "2", "The answer is 2.")]
     sampled = [
-        # a: both samples wrong, one refined right and one refined wrong: the tie goes to
-        # the first sample's refined answer.
+        # a: both samples wrong; both refined, one right: the tie goes to the first sample's
+        # refined answer, the right one.
         _row("a", 0, "1", "The answer is 7.", "incorrect", refined="The answer is 1."),
         _row("a", 1, "1", "The answer is 7.", "incorrect", refined="The answer is 8."),
-        # b: right samples, one broken by its refinement; the other kept (no refinement).
-        _row("b", 0, "2", "The answer is 2.", "incorrect", refined="The answer is 5."),
-        _row("b", 1, "2", "The answer is 2.", "correct"),
+        # b: right samples, one kept and one broken by its refinement; a wrong third.
+        _row("b", 0, "2", "The answer is 2.", "correct"),
+        _row("b", 1, "2", "The answer is 2.", "incorrect", refined="The answer is 5."),
         _row("b", 2, "2", "The answer is 5."),
     ]
     metrics = heldout_metrics(refined, sampled, with_refine=False, sc_refine=True)
     assert metrics["sc"]["acc"] == 0.5  # a votes 7, b votes 2
-    assert metrics["sc_refine"]["acc"] == 0.5  # a votes 1, b votes 5 (5, 2, 5)
+    assert metrics["sc_refine"]["acc"] == 0.5  # a votes 1, b votes 5 (2, 5, 5)
+    a_only = heldout_metrics(refined[:1], sampled[:2], with_refine=False, sc_refine=True)
+    assert (a_only["sc"]["acc"], a_only["sc_refine"]["acc"]) == (0.0, 1.0)
 
 
 def test_filter_quality_compares_kept_with_all_answers():

@@ -192,14 +192,18 @@ def test_a_world_with_a_synthesis_form_teaches_it_and_reads_its_candidates():
     written = [e for e in twice if e.source == "warmup_synthesize"]
     assert len(written) == 4 and len({e.id for e in written}) == 4
     assert len({e.messages[0].content for e in written}) == 4  # each after its own list
-    rows = isheep.synthesis_rows(seeds, [], 2, 1, seed=0, shots=2, from_generated=0,
+    rows = isheep.synthesis_rows(seeds, [], 3, 1, seed=0, shots=2, from_generated=0,
                                  task="division")  # fmt: skip
     rows[0].response = target
+    rows[2].response = "Leo has 5 pens\n2. Ana has 3 pens now"  # not the form: Self-Instruct's
     rows[1].response = "7*3\n7*3=1 c2\n=21\n21/3\nNot a problem at all"
     result = isheep.accept_synthesized(
         rows, [], threshold=0.9, min_words=3, max_words=40,
         make_prompt=lambda i, text: division.problem_record(text, i),
         parse=division.composed_problems,
     )  # fmt: skip
-    assert [d.instruction for d in result.decisions] == [lines[-1], "Not a problem at all"]
-    assert [p.gold for p in result.prompts] == [str(made[0].dividend // made[0].divisor), None]
+    assert [d.instruction for d in result.decisions] == [
+        lines[-1], "Not a problem at all", "Leo has 5 pens", "Ana has 3 pens now"
+    ]  # fmt: skip
+    gold = str(made[0].dividend // made[0].divisor)
+    assert [p.gold for p in result.prompts] == [gold, None, None, None]
