@@ -4,7 +4,8 @@
 by self-feedback and up to ``eval.refine_max_iters`` refinements (direct and refine
 accuracy, and the judge's precision/recall; only the direct answer with ``eval.critique``
 off), and ``eval.sc_samples`` sampled answers per
-problem for self-consistency. :func:`refine` is the same machinery for any prompt file:
+problem for self-consistency (each critiqued and refined too with ``eval.sc_refine``, whose
+refined answers then vote as well). :func:`refine` is the same machinery for any prompt file:
 ``selfevo refine``.
 """
 

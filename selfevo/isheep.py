@@ -145,7 +145,9 @@ def score_filter(record: Record, quality_threshold: float, following_threshold: 
 
 
 def score_quality(records: list[Record]) -> dict[str, float | int | None]:
-    """How the self-assessment did against gold answers (where the world has them)."""
+    """How the self-assessment did against gold answers (where the world has them): the mean
+    quality score of right and of wrong answers and its ROC AUC, over the answers whose
+    quality score parsed (the filter rejects the others as unscored)."""
     with_gold = [r for r in records if r.gold is not None and QUALITY in r.scores]
     right = [r for r in with_gold if is_correct(r, r.response)]
     wrong = [r for r in with_gold if not is_correct(r, r.response)]
