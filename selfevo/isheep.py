@@ -172,11 +172,10 @@ def separation_auc(right: Sequence[float], wrong: Sequence[float]) -> float | No
     if not right or not wrong:
         return None
     ranked = sorted(wrong)
-    above = sum(
-        bisect.bisect_left(ranked, score)
-        + 0.5 * (bisect.bisect_right(ranked, score) - bisect.bisect_left(ranked, score))
-        for score in right
-    )
+    above = 0.0
+    for score in right:
+        below, up_to = bisect.bisect_left(ranked, score), bisect.bisect_right(ranked, score)
+        above += below + 0.5 * (up_to - below)
     return round(above / (len(right) * len(wrong)), 4)
 
 
