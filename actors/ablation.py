@@ -79,7 +79,7 @@ def run_ablation(
         emit(f"[ablate] arm {arm.name}: {arm.what} ({arm.rounds} round(s))")
         results[arm.name] = {
             "what": arm.what,
-            "overrides": list(arm.overrides),
+            "overrides": [*arm.defaults, *arm.overrides],
             "rounds": arm.rounds,
             "shares_meta": arm.shares_meta,
             **_run_arm(configs_of[arm.name], arm, out / main.name, main_hash, emit),
@@ -89,7 +89,7 @@ def run_ablation(
 
 def _arm_overrides(overrides: list[str], arm: ablation.Arm, out: Path) -> list[str]:
     return [
-        *overrides, *arm.overrides, f"recipe.rounds={arm.rounds}",
+        *arm.defaults, *overrides, *arm.overrides, f"recipe.rounds={arm.rounds}",
         f"run.output_dir={out}", f"run.name={arm.name}",
     ]  # fmt: skip
 

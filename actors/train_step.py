@@ -102,6 +102,63 @@ def collate(rows: list[tuple[list[int], list[int]]], pad_id: int, device: str) -
     }
 
 
+def pack_rows(lengths: list[int], width: int) -> list[list[int]]:
+    """Indices of examples grouped into rows of at most ``width`` tokens (first fit,
+    longest first): each example whole in one row."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        for row, free in enumerate(room):
+            if lengths[index] <= free:
+                rows[row].append(index)
+                room[row] -= lengths[index]
+                break
+        else:
+            rows.append([index])
+            room.append(width - lengths[index])
+    return rows
+
+
+def collate_packed(
+    rows: list[tuple[list[int], list[int]]], pad_id: int, device: str, width: int
+) -> dict[str, Any]:
+    """The examples packed into rows of at most ``width`` tokens, with position ids that
+    restart at each example (Hugging Face masks attention to each example from them), no
+    attention mask, and labels whose prompt positions already keep one example's last token
+    from predicting the next example's first; ``spans`` says where each example went."""
+    import torch
+
+    packed = pack_rows([len(ids) for ids, _ in rows], width)
+    row_width = max(sum(len(rows[i][0]) for i in group) for group in packed)
+    ids, labels, positions = [], [], []
+    spans: list[tuple[int, int, int]] = [(0, 0, 0)] * len(rows)  # (row, start, length)
+    for row, group in enumerate(packed):
+        start = 0
+        for i in group:
+            if rows[i][1] and rows[i][1][0] != IGNORE:
+                raise ValueError("a packed example must begin with a prompt token (label -100)")
+            spans[i] = (row, start, len(rows[i][0]))
+            start += len(rows[i][0])
+        row_ids = [token for i in group for token in rows[i][0]]
+        row_labels = [label for i in group for label in rows[i][1]]
+        row_positions = [p for i in group for p in range(len(rows[i][0]))]
+        pad = row_width - len(row_ids)
+        # Pads continue the last example's positions, so they stay inside its block, after
+        # its tokens (which, being causal, never attend to them).
+        last = row_positions[-1]
+        ids.append(row_ids + [pad_id] * pad)
+        labels.append(row_labels + [IGNORE] * pad)
+        positions.append(row_positions + list(range(last + 1, last + 1 + pad)))
+    as_tensor = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
+    return {
+        "input_ids": as_tensor(ids),
+        "position_ids": as_tensor(positions),
+        "labels": as_tensor(labels),
+        "tokens": sum(len(ids) for ids, _ in rows),
+        "spans": spans,
+    }
+
+
 # --- the config a worker is given ---------------------------------------------------------
 
 
@@ -143,6 +200,7 @@ def loop_config(
         "total_steps": steps,
         "gradient_checkpointing": train_cfg.gradient_checkpointing,
         "group_by_length": train_cfg.group_by_length,
+        "packing": train_cfg.packing,
         "checkpoint_every_steps": train_cfg.checkpoint_every_steps,
         "log_batch_ids_steps": train_cfg.log_batch_ids_steps,
         "max_seq_len": config.model.max_seq_len,
@@ -163,6 +221,7 @@ def new_window() -> dict[str, float]:
         "tokens": 0.0,
         "target_tokens": 0.0,
         "truncated": 0.0,
+        "rows": 0.0,
         "started": time.perf_counter(),
     }
 
@@ -180,6 +239,9 @@ class TrainWorker:
     state: dict[str, int] = field(default_factory=lambda: {"step": 0, "micro_step": 0})
     window: dict[str, float] = field(default_factory=new_window)
     micro_seen: int = 0
+    # With train.packing: the row width examples are packed into (model.max_seq_len).
+    pack_width: int = 0
+    packing_checked: bool = False
 
 
 def _keep_gloo_allreduce(deepspeed: Any) -> None:
@@ -244,6 +306,9 @@ def _build_model(cfg: dict[str, Any], device: str) -> Any:
                 task_type="CAUSAL_LM",
             ),
         )
+    # from_pretrained leaves the model in eval mode: dropout (LoRA's) and gradient
+    # checkpointing act only in training mode.
+    model.train()
     return model.to(device)
 
 
@@ -272,7 +337,8 @@ def start_worker(cfg: dict[str, Any], rank: int, world: int, local_rank: int) ->
     engine, optimizer, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, config=cfg["deepspeed"]
     )
-    return TrainWorker(engine, optimizer, tokenizer, rank, world, device)
+    pack_width = cfg["max_seq_len"] if cfg["packing"] else 0
+    return TrainWorker(engine, optimizer, tokenizer, rank, world, device, pack_width=pack_width)
 
 
 def train_micro_batch(worker: TrainWorker, rows: list, lr: float) -> None:
@@ -282,19 +348,92 @@ def train_micro_batch(worker: TrainWorker, rows: list, lr: float) -> None:
     ``rows`` are (input ids, labels[, truncated, ...]) tuples; what they add up is kept in
     ``worker.window``.
     """
-    batch = collate([(r[0], r[1]) for r in rows], worker.tokenizer.pad_token_id, worker.device)
+    examples = [(r[0], r[1]) for r in rows]
+    pad_id = worker.tokenizer.pad_token_id
+    if worker.pack_width:
+        batch = collate_packed(examples, pad_id, worker.device, worker.pack_width)
+        if not worker.packing_checked:
+            _check_packing(worker, examples, batch)
+        inputs = {"position_ids": batch["position_ids"], "use_cache": False}
+        tokens = float(batch["tokens"])
+    else:
+        batch = collate(examples, pad_id, worker.device)
+        inputs = {"attention_mask": batch["attention_mask"]}
+        tokens = float(batch["attention_mask"].sum())
     for group in worker.optimizer.param_groups:
         group["lr"] = lr
     engine = worker.engine
-    logits = engine(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits = engine(input_ids=batch["input_ids"], **inputs).logits
     loss_sum, n_target = masked_loss_sum(logits, batch["labels"])
     engine.backward(loss_sum / n_target.clamp(min=1))
     engine.step()
     window = worker.window
     window["loss"] += float(loss_sum.detach())
     window["target_tokens"] += float(n_target)
-    window["tokens"] += float(batch["attention_mask"].sum())
+    window["tokens"] += tokens
+    window["rows"] += float(batch["input_ids"].shape[0])
     window["truncated"] += sum(bool(r[2]) for r in rows if len(r) > 2)
+
+
+# Relative, per example: the same sums in another order. bf16 rounds through every layer.
+PACKING_TOLERANCE = {"fp32": 1e-4, "bf16": 2e-2}
+
+
+def _check_packing(worker: TrainWorker, examples: list, packed: dict[str, Any]) -> None:
+    """Before the first packed step: each example's loss in the packed rows must be its loss
+    in padded rows, on every rank (all ranks raise together, or none does).
+
+    A model whose attention ignores packed position ids (flash-attention-2 with more than one
+    row, or a model that does not build its mask from them) lets an example attend to the
+    ones before it in its row: a silently different training, so it is an error. Until some
+    rank's micro-batch actually packs two examples into a row, the check runs again.
+    """
+    import torch
+
+    padded = collate(examples, worker.tokenizer.pad_token_id, worker.device)
+    model = worker.engine.module
+    was_training = model.training
+    model.eval()  # dropout off: both losses of the same function
+    with torch.no_grad():
+        padded_logits = model(
+            input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]
+        ).logits
+        packed_logits = model(
+            input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False
+        ).logits
+    model.train(was_training)
+    worst = 0.0
+    for index, (row, start, length) in enumerate(packed["spans"]):
+        reference, _ = masked_loss_sum(
+            padded_logits[index : index + 1, :length], padded["labels"][index : index + 1, :length]
+        )
+        span = slice(start, start + length)
+        got, _ = masked_loss_sum(
+            packed_logits[row : row + 1, span], packed["labels"][row : row + 1, span]
+        )
+        worst = max(worst, abs(float(got) - float(reference)) / max(abs(float(reference)), 1e-6))
+    rows_saved = len(examples) - packed["input_ids"].shape[0]
+    worst, rows_saved = _all_reduce_max([worst, float(rows_saved)], worker.device)
+    bf16 = next(model.parameters()).dtype == torch.bfloat16
+    tolerance = PACKING_TOLERANCE["bf16" if bf16 else "fp32"]
+    if worst > tolerance:
+        raise ValueError(
+            f"train.packing: an example's loss in packed rows differs from its loss in padded "
+            f"rows by {worst:.2%} (tolerance {tolerance:.2%}): this model's attention does not "
+            "keep packed examples apart (it ignores restarting position ids); set "
+            "train.packing=false"
+        )
+    worker.packing_checked = rows_saved > 0
+
+
+def _all_reduce_max(values: list[float], device: str) -> list[float]:
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.tolist()
 
 
 # --- the save -----------------------------------------------------------------------------

@@ -204,8 +204,8 @@ def _log_batch_ids(cfg: dict[str, Any], rank: int, step: int, ids: list[str]) ->
 
 def _end_of_step(engine, cfg, state, window, lr, rank, world, device) -> None:
 
-    loss, target_tokens, tokens, truncated = _all_reduce_sum(
-        [window["loss"], window["target_tokens"], window["tokens"], window["truncated"]], device
+    loss, target_tokens, tokens, truncated, rows = _all_reduce_sum(
+        [window[k] for k in ("loss", "target_tokens", "tokens", "truncated", "rows")], device
     )
     elapsed = time.perf_counter() - window["started"]
     metrics = {
@@ -214,6 +214,8 @@ def _end_of_step(engine, cfg, state, window, lr, rank, world, device) -> None:
         "lr": lr,
         "tokens_per_s": tokens / elapsed if elapsed > 0 else 0.0,
         "truncated": int(truncated),
+        # Rows the step computed, all ranks together: its examples, or fewer when packed.
+        "rows": int(rows),
         "world_size": world,
     }
     if cfg["peak_flops"] > 0:

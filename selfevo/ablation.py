@@ -45,10 +45,12 @@ from selfevo.scoring import wilson_interval
 @dataclass(frozen=True)
 class Arm:
     name: str
-    overrides: tuple[str, ...]
+    overrides: tuple[str, ...]  # the arm's setting: applied after the user's overrides
     rounds: int
     shares_meta: bool
     what: str
+    # Settings the arm needs unless the user says otherwise: applied before their overrides.
+    defaults: tuple[str, ...] = ()
 
 
 RECIPES = ("self", "mistake_analysis")
@@ -107,10 +109,12 @@ def _self_arms(rounds: int) -> list[Arm]:
     return [
         Arm(
             "self",
-            ("train.mode=continual", "eval.sc_refine=true"),
+            ("train.mode=continual",),
             rounds,
             False,
             "SELF: continual training with the meta-skill data replayed",
+            # The inference comparison: self-consistency of first and of refined answers.
+            ("eval.sc_samples=3", "eval.sc_refine=true"),
         ),
         Arm(
             "unfiltered",

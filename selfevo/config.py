@@ -269,6 +269,13 @@ class TrainConfig:
     # the arithmetic demo's round-0 model scored 0.93 with it and 0.97 without. Off by
     # default (conf/demo_arithmetic.yaml turns it on for speed).
     group_by_length: bool = False
+    # Pack each micro-batch's examples into as few rows of model.max_seq_len as they fit,
+    # each attending only to itself (position ids restart per example; Hugging Face builds
+    # the block-diagonal mask from them). The same examples per step and the same loss as
+    # padded rows, with fewer pad tokens computed. Needs attention that reads packed position
+    # ids (transformers' sdpa and eager attention do; flash-attention-2 only for one row):
+    # each example's loss is checked against padded rows before the first packed step.
+    packing: bool = False
     gradient_checkpointing: bool = False
     offload_optimizer: bool = False
     offload_params: bool = False
@@ -588,10 +595,12 @@ def _validate_recipe(config: SelfEvoConfig) -> None:
             "recipe.instruction_min_words must not exceed recipe.instruction_max_words",
             "recipe.instruction_min_words",
         )
-    if config.eval.sc_refine and not (config.eval.critique and config.eval.refine_max_iters):
+    if config.eval.sc_refine and not (
+        config.eval.critique and config.eval.refine_max_iters and config.eval.sc_samples
+    ):
         raise ConfigError(
-            "eval.sc_refine=true refines the sampled answers: it needs eval.critique=true and "
-            "eval.refine_max_iters >= 1",
+            "eval.sc_refine=true refines the sampled answers: it needs eval.sc_samples >= 1, "
+            "eval.critique=true and eval.refine_max_iters >= 1",
             "eval.sc_refine",
         )
     arm_keys = {"self_filter": RecipeName.self, "meta_skill_data": RecipeName.self,

@@ -117,41 +117,40 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def table_rows(summary: dict[str, Any]) -> list[list[str]]:
-    """The per-round table (header first) that ``selfevo run`` prints and report.md shows."""
-    header = [
-        "round",
-        "direct acc [95% CI]",
-        "refine acc",
-        "sc acc",
-        "kept/generated",
-        "kept acc",
-        "all acc",
-        "filter precision",
-        "held-out judge: agree (P/R)",
+    """The per-round table (header first) that ``selfevo run`` prints and report.md shows.
+
+    The self-consistency column appears when some round measured it (``eval.sc_samples``),
+    the synthesis columns in I-SHEEP runs."""
+    columns: list[tuple[str, Any]] = [
+        ("round", lambda r: str(r["round"])),
+        ("direct acc [95% CI]", _direct_cell),
+        ("refine acc", lambda r: _fmt(r["refine_acc"])),
+        ("sc acc", lambda r: _fmt(r["sc_acc"])),
+        ("kept/generated", _kept_cell),
+        ("kept acc", lambda r: _fmt(r["kept_acc"])),
+        ("all acc", lambda r: _fmt(r["all_acc"])),
+        ("filter precision", lambda r: _fmt(r["judge_precision"])),
+        ("held-out judge: agree (P/R)", _judge_cell),
+        ("valid synthesized", _valid_cell),
+        ("quality AUC", lambda r: _fmt(r.get("quality_auc"))),
     ]
-    synthesis = any(r.get("synthesized") is not None for r in summary["rounds"])
-    if synthesis:
-        header += ["valid synthesized", "quality AUC"]
-    rows = [header]
-    for r in summary["rounds"]:
-        ci = r["direct_ci"] or [None, None]
-        kept = "-" if r["generated"] is None else f"{r['kept']}/{r['generated']}"
-        rows.append(
-            [
-                str(r["round"]),
-                f"{_fmt(r['direct_acc'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]",
-                _fmt(r["refine_acc"]),
-                _fmt(r["sc_acc"]),
-                kept,
-                _fmt(r["kept_acc"]),
-                _fmt(r["all_acc"]),
-                _fmt(r["judge_precision"]),
-                _judge_cell(r),
-            ]
-        )
-        if synthesis:
-            rows[-1] += [_valid_cell(r), _fmt(r.get("quality_auc"))]
-    return rows
+    rounds = summary["rounds"]
+    shown = {
+        "sc acc": any(r.get("sc_acc") is not None for r in rounds),
+        "valid synthesized": any(r.get("synthesized") is not None for r in rounds),
+    }
+    shown["quality AUC"] = shown["valid synthesized"]
+    columns = [(name, cell) for name, cell in columns if shown.get(name, True)]
+    return [[name for name, _ in columns]] + [[cell(r) for _, cell in columns] for r in rounds]
+
+
+def _direct_cell(entry: dict[str, Any]) -> str:
+    ci = entry["direct_ci"] or [None, None]
+    return f"{_fmt(entry['direct_acc'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
+
+
+def _kept_cell(entry: dict[str, Any]) -> str:
+    return "-" if entry["generated"] is None else f"{entry['kept']}/{entry['generated']}"
 
 
 def _valid_cell(entry: dict[str, Any]) -> str:

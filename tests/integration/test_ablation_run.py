@@ -17,7 +17,8 @@ JUDGED_INCORRECT, NO_JUDGEMENT = Reject.JUDGED_INCORRECT, Reject.NO_JUDGEMENT
 def ablated(ray_cluster, tmp_path_factory, reduced_demo):
     out = tmp_path_factory.mktemp("ablate")
     overrides = [
-        *reduced_demo, "eval.sc_samples=0", "eval.num_problems=12", "data.prompts_per_round=12",
+        *reduced_demo, "eval.sc_samples=0", "eval.sc_refine=false", "eval.num_problems=12",
+        "data.prompts_per_round=12",
         f"run.output_dir={out}", "run.name=cut",
     ]  # fmt: skip
     lines: list[str] = []

@@ -78,8 +78,16 @@ def workspace(tmp_path_factory):
 def zero_runs(ray_cluster, workspace):
     root, model, data = workspace
     return {
+        # ZeRO-3 packs its micro-batches: the bench step below, replaying its first batches
+        # padded, gets the same losses only if packing trains what padding does.
         stage: train(
-            _config(f"train.zero_stage={stage}", "train.log_batch_ids_steps=3"),
+            _config(
+                f"train.zero_stage={stage}",
+                "train.log_batch_ids_steps=3",
+                f"train.packing={stage == 3}",
+                # Room for two of the 42-token examples in a packed row, not three.
+                *(["model.max_seq_len=100"] if stage == 3 else []),
+            ),
             data,
             model,
             root / f"zero{stage}",
@@ -96,6 +104,8 @@ def test_two_workers_learn_and_the_checkpoint_matches_memory(stage, zero_runs, w
     assert summary.steps == len(metrics) == 32 and metrics[-1]["world_size"] == 2
     assert metrics[0]["loss"] > 4.0 and summary.final_loss < LOSS_BOUND
     assert all(m["tokens_per_s"] > 0 and m["lr"] > 0 for m in metrics)
+    # 8 examples a worker a step: one padded row each, or two to a row when packed (ZeRO-3).
+    assert {m["rows"] for m in metrics} == {8 if stage == 3 else 16}
     hf = root / f"zero{stage}" / "hf"
     assert (hf / "model.safetensors").is_file() and not list(hf.glob("*.bin"))
     # One copy of the model: Ray Train's storage folder holds no second one.
@@ -196,6 +206,114 @@ def test_the_bench_step_without_ray_gives_ray_trains_losses(
         losses.append(worker.window["loss"] / worker.window["target_tokens"])
     assert steps == zero_runs[3].steps
     assert losses == pytest.approx([m["loss"] for m in _losses(root / "zero3")[:3]], rel=1e-4)
+
+
+def _mixed_lengths(tokenizer, count: int = 12) -> list[tuple[list[int], list[int]]]:
+    """Examples of different lengths (sums of 1 to 12 numbers: 40 to 90 tokens), tokenised
+    as training does."""
+    rng = random.Random(1)
+    rows = []
+    for i in range(count):
+        terms = [rng.randint(10, 999) for _ in range(1 + i % 12)]
+        prompt = "+".join(map(str, terms)) + "="
+        out = tokenize_example(tokenizer, [Message("user", prompt)], str(sum(terms)), 128)
+        rows.append((out["input_ids"], out["labels"]))
+    return rows
+
+
+def test_packed_rows_give_the_padded_rows_loss_and_gradients(workspace):
+    """Packing changes how examples are laid out, not what is learned: fewer rows, the same
+    loss and the same gradients as one padded row per example."""
+    from actors.train_step import collate, collate_packed
+
+    tokenizer = load_tokenizer(workspace[1])
+    model = load_model(workspace[1])
+    examples = _mixed_lengths(tokenizer)
+
+    def loss_and_grads(batch, **inputs):
+        model.zero_grad()
+        loss, count = masked_loss_sum(
+            model(input_ids=batch["input_ids"], **inputs).logits, batch["labels"]
+        )
+        loss.backward()
+        return float(loss.detach()), int(count), [p.grad.clone() for p in model.parameters()]
+
+    padded = collate(examples, tokenizer.pad_token_id, "cpu")
+    packed = collate_packed(examples, tokenizer.pad_token_id, "cpu", 128)
+    assert packed["input_ids"].shape[0] < len(examples) == padded["input_ids"].shape[0]
+    assert packed["tokens"] == int(padded["attention_mask"].sum())
+    loss, count, grads = loss_and_grads(padded, attention_mask=padded["attention_mask"])
+    packed_loss, packed_count, packed_grads = loss_and_grads(
+        packed, position_ids=packed["position_ids"], use_cache=False
+    )
+    assert packed_count == count
+    assert packed_loss == pytest.approx(loss, rel=1e-5)
+    for grad, packed_grad in zip(grads, packed_grads, strict=True):
+        assert torch.allclose(packed_grad, grad, atol=1e-6, rtol=1e-4)
+
+
+def test_pack_rows_keeps_each_example_whole_within_the_width():
+    from actors.train_step import pack_rows
+
+    lengths = [60, 10, 33, 31, 64, 5, 5, 20]
+    rows = pack_rows(lengths, 64)
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in row) <= 64 for row in rows)
+    assert len(rows) == 4  # 64 | 60+ | 33+31 | 20+10+5+5 (+ the 60's room of 4 stays empty)
+
+
+class _IgnoresPackedPositions(torch.nn.Module):
+    """A model that masks causally over the whole row, whatever the position ids say (as
+    flash-attention-2 does with more than one packed row): examples see their row-mates."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, **kwargs):
+        kwargs.setdefault("attention_mask", torch.ones_like(input_ids))
+        return self.model(input_ids=input_ids, **kwargs)
+
+
+def test_packing_check_refuses_a_model_whose_examples_see_each_other():
+    """Before the first packed step each example's loss in the packed rows is compared with
+    its loss in padded rows: a model that lets an example attend to the ones before it in
+    its row stops the run with a clear error instead of training on that; the check leaves
+    the model's training mode as it found it."""
+    from types import SimpleNamespace
+
+    from actors.train_step import _check_packing, collate_packed
+    from selfevo.division_world import SEED_CHECKPOINT
+
+    # A trained model (the division world's seed): an untrained one barely reads its context.
+    tokenizer = load_tokenizer(str(SEED_CHECKPOINT))
+    model = load_model(str(SEED_CHECKPOINT)).train()
+    examples = _mixed_lengths(tokenizer)
+    packed = collate_packed(examples, tokenizer.pad_token_id, "cpu", 128)
+    assert packed["input_ids"].shape[0] < len(examples)
+
+    def worker(module):
+        return SimpleNamespace(
+            engine=SimpleNamespace(module=module),
+            tokenizer=tokenizer,
+            device="cpu",
+            packing_checked=False,
+        )
+
+    honest = worker(model)
+    _check_packing(honest, examples, packed)
+    assert honest.packing_checked and model.training
+    leaky = worker(_IgnoresPackedPositions(model))
+    with pytest.raises(ValueError, match=r"train\.packing=false"):
+        _check_packing(leaky, examples, packed)
+    assert not leaky.packing_checked
+    # Nothing packed (one example a row): nothing checked yet, so the next micro-batch is.
+    longest = max(len(ids) for ids, _ in examples[:2])
+    alone = collate_packed(examples[:2], tokenizer.pad_token_id, "cpu", longest)
+    assert alone["input_ids"].shape[0] == 2
+    unpacked = worker(_IgnoresPackedPositions(model))
+    _check_packing(unpacked, examples[:2], alone)
+    assert not unpacked.packing_checked
 
 
 def test_loss_covers_target_tokens_only(workspace):

@@ -47,7 +47,11 @@ def test_arms_change_one_setting_each_and_share_the_meta_phase_where_they_may():
     with pytest.raises(ValueError, match="need the self arm"):
         ablation.arms(2, ["restart"])
     for arm in ablation.arms(3):  # every arm is a valid config
-        load_config("demo", [*arm.overrides, f"recipe.rounds={arm.rounds}"])
+        load_config("demo", [*arm.defaults, *arm.overrides, f"recipe.rounds={arm.rounds}"])
+    # The self arm samples for self-consistency unless the user says otherwise.
+    self_arm = load_config("demo", [*arms["self"].defaults, *arms["self"].overrides])
+    assert (self_arm.eval.sc_samples, self_arm.eval.sc_refine) == (3, True)
+    assert load_config("demo").eval.sc_samples == 0
 
 
 def test_comparisons_report_the_papers_orderings_with_intervals():

@@ -230,7 +230,7 @@ def test_engine_threads_follow_its_cpus_unless_set():
 
 
 def test_sc_refine_needs_the_refinement_it_votes_over():
-    load_config("demo", ["eval.sc_refine=true"])
-    for off in ("eval.critique=false", "eval.refine_max_iters=0"):
+    load_config("demo", ["eval.sc_refine=true", "eval.sc_samples=3"])
+    for off in ("eval.critique=false", "eval.refine_max_iters=0", "eval.sc_samples=0"):
         with pytest.raises(ConfigError, match=r"eval\.sc_refine"):
-            load_config("demo", ["eval.sc_refine=true", off])
+            load_config("demo", ["eval.sc_refine=true", "eval.sc_samples=3", off])

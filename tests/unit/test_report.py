@@ -4,7 +4,13 @@ import json
 
 from selfevo.manifest import Manifest
 from selfevo.recipes import RECIPES
-from selfevo.report import accuracy_axis_limits, build_summary, format_table, write_report
+from selfevo.report import (
+    accuracy_axis_limits,
+    build_summary,
+    format_table,
+    table_rows,
+    write_report,
+)
 
 
 def _finished_run(tmp_path, rounds=1):
@@ -120,3 +126,16 @@ def test_isheep_rounds_report_valid_synthesized_prompts_and_the_quality_auc(tmp_
     assert "valid synthesized" in table and "170/200 (85%)" in table and "0.810" in table
     _finished_run(tmp_path / "self", rounds=1)
     assert "valid synthesized" not in format_table(build_summary(tmp_path / "self"))
+
+
+def test_the_sc_column_appears_only_where_a_round_measured_self_consistency(tmp_path):
+    _finished_run(tmp_path, rounds=1)
+    summary = build_summary(tmp_path)
+    header = format_table(summary).splitlines()[0]
+    assert "sc acc" not in header and "refine acc" in header
+    summary["rounds"][1]["sc_acc"] = 0.655
+    table = format_table(summary)
+    assert "sc acc" in table.splitlines()[0] and "0.655" in table
+    # Every row keeps the header's width, whichever columns are shown.
+    widths = {len(row) for row in table_rows(summary)}
+    assert len(widths) == 1
