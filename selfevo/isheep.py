@@ -22,7 +22,7 @@ from __future__ import annotations
 import bisect
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from selfevo.evaluation import is_correct
 from selfevo.instructions import (
@@ -88,6 +88,17 @@ def _usable_continuation(row: Record) -> str | None:
     return None
 
 
+HELD_OUT_REASON = "held_out: the same problem as an evaluation problem"
+
+
+def _screen(
+    decision: Decision, make_prompt: Callable[[str, str], Record], held_out: Callable
+) -> Decision:
+    if decision.accepted and held_out(make_prompt(decision.id, decision.instruction)):
+        return replace(decision, accepted=False, reason=HELD_OUT_REASON)
+    return decision
+
+
 def accept_synthesized(
     rows: list[Record],
     known: list[tuple[str, str]],
@@ -97,11 +108,12 @@ def accept_synthesized(
     max_words: int,
     make_prompt: Callable[[str, str], Record],
     parse: Callable[[str | None], list[str] | None] | None = None,
+    held_out: Callable[[Record], bool] | None = None,
 ) -> SynthesisResult:
     """Parse each row's continuation into candidates (``parse``: the task's synthesis form,
     None for a continuation not in it; Self-Instruct's numbered list otherwise), filter them
-    (rules, then ROUGE-L against ``known`` and each other) and turn the accepted ones into
-    prompts."""
+    (rules, then ROUGE-L against ``known`` and each other, then ``held_out``: a prompt that
+    poses an evaluation problem is dropped) and turn the accepted ones into prompts."""
     candidates: list[Candidate] = []
     for row in rows:
         text = _usable_continuation(row)
@@ -112,6 +124,8 @@ def accept_synthesized(
                 tasks = parse_generated_tasks(text)
             candidates += [Candidate(f"{row.id}.{j}", t) for j, t in enumerate(tasks)]
     decisions = filter_candidates(candidates, known, threshold, min_words, max_words)
+    if held_out is not None:
+        decisions = [_screen(d, make_prompt, held_out) for d in decisions]
     by_row: dict[str, list[Decision]] = {}
     for decision in decisions:
         by_row.setdefault(decision.id.rsplit(".", 1)[0], []).append(decision)

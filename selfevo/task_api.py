@@ -11,7 +11,7 @@ that leaves the general behaviour in place, so a task that registers nothing (``
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +24,11 @@ def _nothing(*args: object) -> None:
 
 def _no_fields(record: Record, response: str | None) -> dict[str, str]:
     return {}
+
+
+def prompt_text_key(record: Record) -> Hashable:
+    """Two records pose the same problem when their prompts match, case and spacing aside."""
+    return " ".join(record.prompt.lower().split())
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,9 @@ class Task:
     - ``synthesized_tasks(continuation)``: the candidate prompts in a synthesis continuation
       written in that form, or None for one that is not (then, and for a task without the
       hook, :func:`selfevo.instructions.parse_generated_tasks` reads it);
+    - ``problem_key(record)``: what identifies the problem a record poses (default: its
+      prompt, case and spacing aside): I-SHEEP drops a written problem with the key of an
+      evaluation problem;
     - ``templates``: template texts by name (``feedback``, ``refine``...), used for records
       of this task before the template set's own;
     - ``writes_warmups``: the hooks above can write a skill's warm-up;
@@ -59,6 +67,7 @@ class Task:
     prompt_record: Callable[[str, str], Record] | None = None
     synthesis_target: Callable[[Record, str], str | None] = _nothing
     synthesized_tasks: Callable[[str | None], list[str] | None] | None = None
+    problem_key: Callable[[Record], Hashable] = prompt_text_key
     templates: Mapping[str, str] = field(default_factory=dict)
     writes_warmups: bool = False
     strict_answers: bool = False

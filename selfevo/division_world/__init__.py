@@ -85,6 +85,7 @@ WORLD = Task(
     assessment=_assessment,
     flawed_solution=_flawed_solution,
     prompt_record=problems.problem_record,
+    problem_key=problems.problem_key,
     synthesis_target=_synthesis_target,
     synthesized_tasks=problems.composed_problems,
     templates=CHAR_MODEL_TEMPLATES,

@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from selfevo.records import Record
-from selfevo.task_api import template_pattern
+from selfevo.task_api import prompt_text_key, template_pattern
 
 TASK = "division"
 SPLITS = ("seed", "meta", "pool", "heldout")
@@ -223,6 +224,16 @@ def reworded(question: str, dividend: int, divisor: int) -> str | None:
         if match:
             return template.format(**{**match.groupdict(), "a": dividend, "d": divisor})
     return None
+
+
+def problem_key(record: Record) -> Hashable:
+    """A division is the same problem in any wording: its dividend and divisor (a record that
+    does not parse as one is known by its prompt)."""
+    meta = dict(record.meta or {})
+    if "dividend" in meta and "divisor" in meta:
+        return (TASK, int(meta["dividend"]), int(meta["divisor"]))
+    known = parse_problem(record.prompt)
+    return (TASK, *known) if known is not None else prompt_text_key(record)
 
 
 def problem_record(question: str, record_id: str, source: str = "synthesized") -> Record:

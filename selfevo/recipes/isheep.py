@@ -1,7 +1,8 @@
 """I-SHEEP (Liang et al., "Iterative Self-Enhancement from Scratch"): each round t,
 
     synthesize: M_{t-1} writes new instructions from few-shot seed (and earlier) tasks;
-                near-duplicates (ROUGE-L), too short or long ones are rejected with a reason
+                near-duplicates (ROUGE-L), too short or long ones, and ones posing an
+                evaluation problem (the task's ``problem_key``) are rejected with a reason
     generate:   M_{t-1} answers the accepted instructions
     assess:     M_{t-1} scores each answer's quality and instruction-following (1-10)
     filter:     keep answers at or above both thresholds
@@ -49,6 +50,8 @@ def synthesize(ctx: RunContext, index: int) -> StepResult:
     )
     model = ctx.current_model(index)
     rows = ctx.run_chain(rows, model, chain_of(GENERATE), out / "synthesis", ctx.params)
+    task = task_named(recipe.task)
+    evaluation = {task.problem_key(p) for p in datasets.eval_problems(ctx.config)}
     result = isheep.accept_synthesized(
         rows,
         seeds + earlier,
@@ -56,7 +59,8 @@ def synthesize(ctx: RunContext, index: int) -> StepResult:
         min_words=recipe.instruction_min_words,
         max_words=recipe.instruction_max_words,
         make_prompt=partial(_prompt_record, task=recipe.task, round_index=index),
-        parse=task_named(recipe.task).synthesized_tasks,
+        parse=task.synthesized_tasks,
+        held_out=lambda record: task.problem_key(record) in evaluation,
     )
     outputs = {
         "synthesis": ctx.save_records(result.rows, out / "synthesis.parquet"),
@@ -73,7 +77,7 @@ def synthesize(ctx: RunContext, index: int) -> StepResult:
         "rejected": dict(rejected),
         # None where the task cannot read a written problem back (no gold to check against)
         "with_gold": sum(1 for p in result.prompts if p.gold is not None)
-        if task_named(recipe.task).prompt_record is not None
+        if task.prompt_record is not None
         else None,
     }
     ctx.emit(

@@ -207,3 +207,34 @@ def test_a_world_with_a_synthesis_form_teaches_it_and_reads_its_candidates():
     ]  # fmt: skip
     gold = str(made[0].dividend // made[0].divisor)
     assert [p.gold for p in result.prompts] == [gold, None, None, None]
+
+
+def test_a_written_problem_that_poses_an_evaluation_problem_is_dropped_with_a_reason():
+    """Held-out problems must not leak into training: a synthesized problem with an
+    evaluation problem's numbers, in any wording, is rejected; its row is accounted for."""
+    from selfevo.division_world import problems as division
+    from selfevo.tasks import task_named
+
+    task = task_named("division")
+    asked = division.problem_record("Mia shares 684 coins among 4 friends. How many each?", "e")
+    evaluation = {task.problem_key(asked)}
+    seed = "Ben shares 12 pens among 3 friends. How many each?"
+    rows = isheep.synthesis_rows([seed] * 2, [], 2, 1, seed=0, shots=1, from_generated=0,
+                                 task="division")  # fmt: skip
+    written = [f"A shop packs {n} cards into 4 equal boxes. How many per box?" for n in (684, 688)]
+    rows[0].response = f"171*4\n=684\n684/4\n{written[0]}"
+    rows[1].response = f"172*4\n=688\n688/4\n{written[1]}"
+    result = isheep.accept_synthesized(
+        rows, [], threshold=0.99, min_words=3, max_words=40,
+        make_prompt=lambda i, text: division.problem_record(text, i),
+        parse=division.composed_problems,
+        held_out=lambda record: task.problem_key(record) in evaluation,
+    )  # fmt: skip
+    verdicts = [(d.instruction, d.accepted, d.reason) for d in result.decisions]
+    assert verdicts == [(written[0], False, isheep.HELD_OUT_REASON), (written[1], True, None)]
+    assert [p.prompt for p in result.prompts] == [written[1]]
+    assert rows[0].status == REJECTED and "held_out" in rows[0].reject_reason
+    assert rows[1].status == KEPT
+    # A task without a key of its own knows a problem by its text, case and spacing aside.
+    plain = Record(id="a", prompt_id="a", prompt=" What is  2+2?")
+    assert task_named("arithmetic").problem_key(plain) == "what is 2+2?"
