@@ -4,7 +4,9 @@ filter, and the demo world's warm-up corpus.
 A round (Liang et al., "I-SHEEP: Self-Alignment of LLM from Scratch through an Iterative
 Self-Enhancement Paradigm") runs: synthesize (the model continues few-shot prompts of seed
 tasks and instructions it wrote before) -> rule filters and ROUGE-L dedup
-(:mod:`selfevo.instructions`) -> answer -> self-assess (1-10 for quality and for instruction
+(:mod:`selfevo.instructions`) -> held-out screen (a written problem that poses an evaluation
+problem, by the task's ``problem_key``, is dropped; a near-duplicate of it was already
+dropped as one) -> answer -> self-assess (1-10 for quality and for instruction
 following) -> keep pairs at or above both thresholds -> fine-tune. Every synthesis prompt,
 every candidate instruction and every answered pair ends kept or rejected with a reason.
 

@@ -28,7 +28,7 @@ def _no_fields(record: Record, response: str | None) -> dict[str, str]:
 
 def prompt_text_key(record: Record) -> Hashable:
     """Two records pose the same problem when their prompts match, case and spacing aside."""
-    return " ".join(record.prompt.lower().split())
+    return " ".join(record.question_text().lower().split())
 
 
 @dataclass(frozen=True)

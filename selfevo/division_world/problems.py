@@ -230,9 +230,10 @@ def problem_key(record: Record) -> Hashable:
     """A division is the same problem in any wording: its dividend and divisor (a record that
     does not parse as one is known by its prompt)."""
     meta = dict(record.meta or {})
-    if "dividend" in meta and "divisor" in meta:
+    try:
         return (TASK, int(meta["dividend"]), int(meta["divisor"]))
-    known = parse_problem(record.prompt)
+    except (KeyError, TypeError, ValueError):  # no numbers, or not whole ones: read the text
+        known = parse_problem(record.question_text())
     return (TASK, *known) if known is not None else prompt_text_key(record)
 
 

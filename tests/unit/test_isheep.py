@@ -238,3 +238,18 @@ def test_a_written_problem_that_poses_an_evaluation_problem_is_dropped_with_a_re
     # A task without a key of its own knows a problem by its text, case and spacing aside.
     plain = Record(id="a", prompt_id="a", prompt=" What is  2+2?")
     assert task_named("arithmetic").problem_key(plain) == "what is 2+2?"
+
+
+def test_problem_keys_read_chat_records_and_odd_numbers_without_failing():
+    from selfevo.division_world import problems as division
+    from selfevo.records import Message
+    from selfevo.tasks import task_named
+
+    question = "Mia shares 684 coins among 4 friends. How many each?"
+    chat = Record(id="c", prompt_id="c", messages=[Message("user", question)])
+    assert task_named("division").problem_key(chat) == ("division", 684, 4)
+    assert task_named("arithmetic").problem_key(chat) == question.lower()
+    odd = division.problem_record(question, "o")
+    odd.meta = {"dividend": "684.0", "divisor": "4"}
+    # Numbers that are not whole ones: the key comes from the text.
+    assert task_named("division").problem_key(odd) == ("division", 684, 4)
