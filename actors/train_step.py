@@ -133,15 +133,15 @@ def collate_packed(
     ids, labels, positions = [], [], []
     spans: list[tuple[int, int, int]] = [(0, 0, 0)] * len(rows)  # (row, start, length)
     for row, group in enumerate(packed):
-        start = 0
+        row_ids, row_labels, row_positions = [], [], []
         for i in group:
-            if rows[i][1] and rows[i][1][0] != IGNORE:
+            example_ids, example_labels = rows[i]
+            if example_labels and example_labels[0] != IGNORE:
                 raise ValueError("a packed example must begin with a prompt token (label -100)")
-            spans[i] = (row, start, len(rows[i][0]))
-            start += len(rows[i][0])
-        row_ids = [token for i in group for token in rows[i][0]]
-        row_labels = [label for i in group for label in rows[i][1]]
-        row_positions = [p for i in group for p in range(len(rows[i][0]))]
+            spans[i] = (row, len(row_ids), len(example_ids))
+            row_ids += example_ids
+            row_labels += example_labels
+            row_positions += range(len(example_ids))
         pad = row_width - len(row_ids)
         # Pads continue the last example's positions, so they stay inside its block, after
         # its tokens (which, being causal, never attend to them).
@@ -413,7 +413,7 @@ def _check_packing(worker: TrainWorker, examples: list, packed: dict[str, Any]) 
         )
         worst = max(worst, abs(float(got) - float(reference)) / max(abs(float(reference)), 1e-6))
     rows_saved = len(examples) - packed["input_ids"].shape[0]
-    worst, rows_saved = _all_reduce_max([worst, float(rows_saved)], worker.device)
+    worst, rows_saved = all_reduce([worst, float(rows_saved)], worker.device, op="max")
     bf16 = next(model.parameters()).dtype == torch.bfloat16
     tolerance = PACKING_TOLERANCE["bf16" if bf16 else "fp32"]
     if worst > tolerance:
@@ -426,13 +426,15 @@ def _check_packing(worker: TrainWorker, examples: list, packed: dict[str, Any]) 
     worker.packing_checked = rows_saved > 0
 
 
-def _all_reduce_max(values: list[float], device: str) -> list[float]:
+def all_reduce(values: list[float], device: str, op: str = "sum") -> list[float]:
+    """``values`` summed (``op="sum"``) or maxed (``"max"``) over the ranks; as they are in
+    a single process."""
     import torch
     import torch.distributed as dist
 
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     if dist.is_initialized():
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
     return tensor.tolist()
 
 

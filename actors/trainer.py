@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from actors.train_step import (
     Tokenize,
     TrainWorker,
+    all_reduce,
     loop_config,
     new_window,
     save_hf_checkpoint,
@@ -120,16 +121,6 @@ def _save_resume_checkpoint(engine: Any, state: dict[str, int], metrics: dict[st
         )
 
 
-def _all_reduce_sum(values: list[float], device: str) -> list[float]:
-    import torch
-    import torch.distributed as dist
-
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_initialized():
-        dist.all_reduce(tensor)
-    return tensor.tolist()
-
-
 def train_loop(cfg: dict[str, Any]) -> None:
     """What each Ray Train worker runs."""
     import ray.train
@@ -204,7 +195,7 @@ def _log_batch_ids(cfg: dict[str, Any], rank: int, step: int, ids: list[str]) ->
 
 def _end_of_step(engine, cfg, state, window, lr, rank, world, device) -> None:
 
-    loss, target_tokens, tokens, truncated, rows = _all_reduce_sum(
+    loss, target_tokens, tokens, truncated, rows = all_reduce(
         [window[k] for k in ("loss", "target_tokens", "tokens", "truncated", "rows")], device
     )
     elapsed = time.perf_counter() - window["started"]

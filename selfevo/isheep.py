@@ -93,14 +93,6 @@ def _usable_continuation(row: Record) -> str | None:
 HELD_OUT_REASON = "held_out: the same problem as an evaluation problem"
 
 
-def _screen(
-    decision: Decision, make_prompt: Callable[[str, str], Record], held_out: Callable
-) -> Decision:
-    if decision.accepted and held_out(make_prompt(decision.id, decision.instruction)):
-        return replace(decision, accepted=False, reason=HELD_OUT_REASON)
-    return decision
-
-
 def accept_synthesized(
     rows: list[Record],
     known: list[tuple[str, str]],
@@ -126,8 +118,13 @@ def accept_synthesized(
                 tasks = parse_generated_tasks(text)
             candidates += [Candidate(f"{row.id}.{j}", t) for j, t in enumerate(tasks)]
     decisions = filter_candidates(candidates, known, threshold, min_words, max_words)
+    prompts = {d.id: make_prompt(d.id, d.instruction) for d in decisions if d.accepted}
     if held_out is not None:
-        decisions = [_screen(d, make_prompt, held_out) for d in decisions]
+        screened = {i for i, prompt in prompts.items() if held_out(prompt)}
+        decisions = [
+            replace(d, accepted=False, reason=HELD_OUT_REASON) if d.id in screened else d
+            for d in decisions
+        ]
     by_row: dict[str, list[Decision]] = {}
     for decision in decisions:
         by_row.setdefault(decision.id.rsplit(".", 1)[0], []).append(decision)
@@ -142,8 +139,7 @@ def accept_synthesized(
             row.reject(Reject.NO_INSTRUCTION, mine[0].reason)
         else:
             row.reject(Reject.NO_INSTRUCTION, "no task in the continuation")
-    prompts = [make_prompt(d.id, d.instruction) for d in decisions if d.accepted]
-    return SynthesisResult(rows, decisions, prompts)
+    return SynthesisResult(rows, decisions, [prompts[d.id] for d in decisions if d.accepted])
 
 
 def score_filter(record: Record, quality_threshold: float, following_threshold: float) -> Record:
