@@ -18,11 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from actors.controller import run_config_hash
 from actors.coordinator import run_recipe
 from selfevo import ablation
 from selfevo.config import SelfEvoConfig, load_config
-from selfevo.manifest import MANIFEST_FILE, Manifest
+from selfevo.manifest import MANIFEST_FILE, open_run, run_config_hash
 from selfevo.recipes import recipe_named
 
 SHARED_STEPS = ("meta.label", "meta.train", "round0.eval")
@@ -31,11 +30,8 @@ SHARED_STEPS = ("meta.label", "meta.train", "round0.eval")
 def _share_meta(source: Path, run_dir: Path, config: SelfEvoConfig, main_hash: str) -> None:
     """Start ``run_dir`` from ``source``'s meta-skill phase and round-0 evaluation, which must
     be done, under the main arm's config (``main_hash``)."""
-    recipe = recipe_named(config.recipe.name.value)
-    has_meta = recipe.has_meta(config)
-    manifest = Manifest.open(
-        run_dir, run_config_hash(config), config.recipe.rounds, recipe.round_steps, has_meta
-    )
+    has_meta = recipe_named(config.recipe.name.value).has_meta(config)
+    manifest = open_run(config, run_dir)
     shared = SHARED_STEPS if has_meta else ("round0.eval",)  # no warm-up: round 0 alone
     if all(manifest.is_done(name) for name in shared):
         return  # resuming: shared before

@@ -17,15 +17,8 @@ from typing import Any
 
 from actors.context import RayRunContext
 from selfevo.config import SelfEvoConfig, to_yaml
-from selfevo.manifest import Manifest, config_hash
+from selfevo.manifest import CONFIG_FILE, open_run
 from selfevo.recipes import recipe_named
-
-
-def run_config_hash(config: SelfEvoConfig) -> str:
-    """The hash a run directory's manifest holds for ``config``."""
-    from omegaconf import OmegaConf
-
-    return config_hash(OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True))
 
 
 class RunController:
@@ -38,14 +31,9 @@ class RunController:
         self.lines: list[str] = []
         self.lock = threading.Lock()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(to_yaml(config))
-        self.manifest = Manifest.open(
-            self.run_dir,
-            run_config_hash(config),
-            config.recipe.rounds,
-            self.recipe.round_steps,
-            meta=self.recipe.has_meta(config),
-        )
+        self.manifest = open_run(config, self.run_dir)
+        # Written once the manifest accepts the config: a refused one leaves the record alone.
+        (self.run_dir / CONFIG_FILE).write_text(to_yaml(config))
         self.context = RayRunContext(config, self.run_dir, self.recipe, self.manifest, self.emit)
 
     def emit(self, line: str) -> None:

@@ -15,6 +15,9 @@ Rule filters (in order, the first that fails names the reason):
 * ``program_request`` - starts "Write a program" (Self-Instruct drops these: unverifiable);
 * ``bad_start`` - starts with punctuation or a non-ASCII character.
 
+A task's own synthesis form may flag a candidate first (:class:`WrittenTask`'s ``flaw``: a
+written problem that does not pose what its working composed, say); the flaw is its reason.
+
 Near-duplicates: ROUGE-L F-measure (Google's ``rouge-score``) against every seed instruction
 and every instruction accepted so far, this round's included; above the threshold is
 ``near_duplicate``, with the score and the id it matched.
@@ -45,6 +48,16 @@ class Candidate:
     id: str
     instruction: Any
     input: str = ""
+    flaw: str | None = None  # the task's own form found it wanting (``reason: detail``)
+
+
+@dataclass(frozen=True)
+class WrittenTask:
+    """A task read from a synthesis continuation in a task's own form, with the flaw that
+    form shows (``reason: detail``), if any."""
+
+    text: str
+    flaw: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +132,7 @@ def filter_candidates(
     dedup = RougeDeduplicator(known, threshold)
     decisions = []
     for candidate in candidates:
-        reason = rule_reason(candidate.instruction, min_words, max_words)
+        reason = candidate.flaw or rule_reason(candidate.instruction, min_words, max_words)
         text = candidate.instruction.strip() if isinstance(candidate.instruction, str) else ""
         if reason is None:
             reason = dedup.admit(candidate.id, text)

@@ -30,6 +30,7 @@ from selfevo.evaluation import is_correct
 from selfevo.instructions import (
     Candidate,
     Decision,
+    WrittenTask,
     few_shot_prompt,
     filter_candidates,
     parse_generated_tasks,
@@ -101,13 +102,14 @@ def accept_synthesized(
     min_words: int,
     max_words: int,
     make_prompt: Callable[[str, str], Record],
-    parse: Callable[[str | None], list[str] | None] | None = None,
+    parse: Callable[[str | None], list[WrittenTask] | None] | None = None,
     held_out: Callable[[Record], bool] | None = None,
 ) -> SynthesisResult:
     """Parse each row's continuation into candidates (``parse``: the task's synthesis form,
     None for a continuation not in it; Self-Instruct's numbered list otherwise), filter them
-    (rules, then ROUGE-L against ``known`` and each other, then ``held_out``: a prompt that
-    poses an evaluation problem is dropped) and turn the accepted ones into prompts."""
+    (a flaw the task's form found, rules, then ROUGE-L against ``known`` and each other, then
+    ``held_out``: a prompt that poses an evaluation problem is dropped) and turn the accepted
+    ones into prompts."""
     candidates: list[Candidate] = []
     for row in rows:
         text = _usable_continuation(row)
@@ -115,8 +117,11 @@ def accept_synthesized(
             row.status, row.reject_reason = PENDING, None
             tasks = parse(text) if parse is not None else None
             if tasks is None:
-                tasks = parse_generated_tasks(text)
-            candidates += [Candidate(f"{row.id}.{j}", t) for j, t in enumerate(tasks)]
+                tasks = [WrittenTask(task) for task in parse_generated_tasks(text)]
+            candidates += [
+                Candidate(f"{row.id}.{j}", task.text, flaw=task.flaw)
+                for j, task in enumerate(tasks)
+            ]
     decisions = filter_candidates(candidates, known, threshold, min_words, max_words)
     prompts = {d.id: make_prompt(d.id, d.instruction) for d in decisions if d.accepted}
     if held_out is not None:

@@ -12,8 +12,10 @@ Each step is ``pending``, ``running`` or ``done`` and keeps its outputs (paths) 
 The manifest is rewritten atomically after every change, so a killed run leaves it readable;
 running the same command again resumes at the first step that is not done and never redoes a
 finished one. Asking for more rounds than a run has keeps its finished rounds and adds the new
-ones (the report is redone). A run directory is tied to its config by a hash of the settings
-that change results; resuming it with different ones is refused.
+ones (the report is redone): ``recipe.rounds`` is left out of the hash, since a round computes
+the same whatever number follows it. A run directory is tied to its config by a hash of the
+settings that change results; resuming it with different ones is refused, naming them
+(:func:`changed_settings`, against the ``config.yaml`` the run left).
 """
 
 from __future__ import annotations
@@ -29,16 +31,23 @@ from typing import Any
 
 PENDING, RUNNING, DONE = "pending", "running", "done"
 MANIFEST_FILE = "manifest.json"
-# Settings that change where or how fast a run goes, not what it computes.
+# The resolved config a run writes beside its manifest once the manifest accepts it.
+CONFIG_FILE = "config.yaml"
+# Settings that change where or how fast a run goes, or how far, not what it computes.
 _NOT_HASHED = {
     ("run", "output_dir"),
     ("cluster", "address"),
     ("cluster", "num_cpus"),
+    ("recipe", "rounds"),
 }
 
 
 class ManifestError(RuntimeError):
     pass
+
+
+class ConfigChanged(ManifestError):
+    """The run directory holds a run of another config."""
 
 
 def plan_steps(rounds: int, round_steps: Sequence[str], meta: bool = True) -> list[str]:
@@ -60,6 +69,69 @@ def config_hash(resolved: dict[str, Any]) -> str:
     }
     text = json.dumps(trimmed, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def changed_settings(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """``section.key: old -> new`` for each hashed setting that differs between two resolved
+    configs, in key order."""
+    old, new = _flatten(before), _flatten(after)
+    return [
+        f"{'.'.join(key)}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(set(old) | set(new))
+        if key[:2] not in _NOT_HASHED and old.get(key) != new.get(key)
+    ]
+
+
+def _flatten(tree: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    if not isinstance(tree, dict) or not tree:
+        return {prefix: tree}
+    flat: dict[tuple[str, ...], Any] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, (*prefix, str(key))))
+    return flat
+
+
+def run_config_hash(config: Any) -> str:
+    """The hash a run directory's manifest holds for a ``SelfEvoConfig``."""
+    return config_hash(_resolved(config))
+
+
+def open_run(config: Any, run_dir: str | Path) -> Manifest:
+    """The manifest of ``config``'s run in ``run_dir`` (started there when new). A directory
+    holding another config's run is refused with the settings that changed, read against the
+    ``config.yaml`` that run left."""
+    from selfevo.recipes import recipe_named
+
+    recipe = recipe_named(config.recipe.name.value)
+    try:
+        return Manifest.open(
+            run_dir,
+            run_config_hash(config),
+            config.recipe.rounds,
+            recipe.round_steps,
+            meta=recipe.has_meta(config),
+        )
+    except ConfigChanged as refused:
+        raise ConfigChanged(f"{refused}{_changes_from_saved(Path(run_dir), config)}") from None
+
+
+def _resolved(config: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)
+
+
+def _changes_from_saved(run_dir: Path, config: Any) -> str:
+    import yaml
+
+    saved = run_dir / CONFIG_FILE
+    if not saved.exists():
+        return ""
+    changes = changed_settings(yaml.safe_load(saved.read_text()) or {}, _resolved(config))
+    if not changes:
+        return ""
+    more = f"\n  ... and {len(changes) - 12} more" if len(changes) > 12 else ""
+    return "\nchanged since that run:\n  " + "\n  ".join(changes[:12]) + more
 
 
 @dataclass
@@ -96,7 +168,7 @@ class Manifest:
             return manifest
         data = json.loads(path.read_text())
         if data["config_hash"] != config_hash:
-            raise ManifestError(
+            raise ConfigChanged(
                 f"{path.parent} holds a run with another config (hash {data['config_hash']}, "
                 f"now {config_hash}); pick a new run.name or delete that directory"
             )

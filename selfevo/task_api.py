@@ -15,6 +15,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from selfevo.instructions import WrittenTask
 from selfevo.records import Record
 
 
@@ -46,7 +47,8 @@ class Task:
       write after the few-shot list of problems ``prompt``, for this record (default: its
       prompt, as Self-Instruct);
     - ``synthesized_tasks(continuation)``: the candidate prompts in a synthesis continuation
-      written in that form, or None for one that is not (then, and for a task without the
+      written in that form (:class:`~selfevo.instructions.WrittenTask`, each with the flaw the
+      form shows, if any), or None for one that is not (then, and for a task without the
       hook, :func:`selfevo.instructions.parse_generated_tasks` reads it);
     - ``problem_key(record)``: what identifies the problem a record poses (default: its
       prompt, case and spacing aside): I-SHEEP drops a written problem with the key of an
@@ -66,7 +68,7 @@ class Task:
     flawed_solution: Callable[[Record], str | None] = _nothing
     prompt_record: Callable[[str, str], Record] | None = None
     synthesis_target: Callable[[Record, str], str | None] = _nothing
-    synthesized_tasks: Callable[[str | None], list[str] | None] | None = None
+    synthesized_tasks: Callable[[str | None], list[WrittenTask] | None] | None = None
     problem_key: Callable[[Record], Hashable] = prompt_text_key
     templates: Mapping[str, str] = field(default_factory=dict)
     writes_warmups: bool = False

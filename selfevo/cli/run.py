@@ -16,6 +16,7 @@ from selfevo.cli.common import (
     stderr_for_libraries,
 )
 from selfevo.config import ConfigError, load_config, split_configs_and_overrides, to_yaml
+from selfevo.manifest import MANIFEST_FILE, open_run
 
 
 def register(commands) -> None:
@@ -110,6 +111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     _preflight(config)
     run_dir = Path(config.run.output_dir) / config.run.name
+    if (run_dir / MANIFEST_FILE).exists():  # another config's run is refused before Ray starts
+        open_run(config, run_dir)
     print(f"run directory: {run_dir}")
     print(f"recipe: {config.recipe.name.value}, {config.recipe.rounds} round(s)", flush=True)
     with stderr_for_libraries():

@@ -17,6 +17,7 @@ import re
 from collections.abc import Hashable
 from dataclasses import dataclass
 
+from selfevo.instructions import WrittenTask
 from selfevo.records import Record
 from selfevo.task_api import prompt_text_key, template_pattern
 
@@ -135,21 +136,30 @@ def composition_text(dividend: int, divisor: int, question: str) -> str:
     return "\n".join([*lines, f"={dividend}", equation(dividend, divisor), question])
 
 
-def composed_problems(continuation: str | None) -> list[str] | None:
+def composed_problems(continuation: str | None) -> list[WrittenTask] | None:
     """The problems in a synthesis continuation written as :func:`composition_text` does:
-    each line after a product line (``=684``) and its division line (``684/4``), whatever it
-    says (a line that is no problem of the world is still a candidate, and counts against
-    the synthesis). None for a continuation with no product line: it is not in this form
-    (I-SHEEP then reads it as Self-Instruct's)."""
+    each line after a product line (``=684``) and its division line (``684/4``). A line
+    whose numbers are not the division line's (``684``, then ``4``) is flawed
+    (``not_composed``): it does not pose the division the working built, so its answer is
+    not the one the model multiplied. Any other line, whatever it says, is a candidate (one
+    that is no problem of the world counts against the synthesis). None for a continuation
+    with no product line: it is not in this form (I-SHEEP then reads it as Self-Instruct's)."""
     lines = [line.strip() for line in (continuation or "").strip().splitlines()]
     if not any(line.startswith("=") for line in lines):
         return None
     found = [
-        strip_numbering(lines[i + 2])
+        (strip_numbering(lines[i + 2]), lines[i + 1].split("/"))
         for i, line in enumerate(lines[:-2])
         if line.startswith("=") and re.fullmatch(r"\d+/\d+", lines[i + 1])
     ]
-    return [text for text in found if text]
+    return [WrittenTask(text, _composition_flaw(text, *numbers)) for text, numbers in found if text]
+
+
+def _composition_flaw(text: str, dividend: str, divisor: str) -> str | None:
+    posed = re.findall(r"\d+", text)
+    if posed == [dividend, divisor]:
+        return None
+    return f"not_composed: poses {' and '.join(posed) or 'no numbers'}, not {dividend}/{divisor}"
 
 
 def digit_pairs(product: int, dividend: int) -> tuple[str, str, str]:

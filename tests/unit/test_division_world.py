@@ -13,6 +13,7 @@ from selfevo.division_world.problems import (
     split_of,
 )
 from selfevo.evaluation import is_correct, majority_answer
+from selfevo.instructions import WrittenTask
 from selfevo.oracle import oracle_label
 from selfevo.parsers import parse_judgement
 from selfevo.records import CORRECT, INCORRECT, KEPT
@@ -154,11 +155,20 @@ def test_a_composed_problem_is_read_back_after_its_product_line():
     text = problems.composition_text(684, 4, question)
     lines = ["171*4", "1*4=4 c0", "7*4=8 c2", "1*4+2=6 c0", "=684", "684/4", question]
     assert text.splitlines() == lines
-    assert problems.composed_problems(text) == [question]
+    assert problems.composed_problems(text) == [WrittenTask(question)]
     more = (
         f"{text}\n5. 12*3\n2*3=6 c0\n1*3=3 c0\n=36\n36/3\n5. Ben splits 36 pens into 3 equal piles."
+        "\n14*2\n=28\n28/2\nAna splits 82 pens into 2 equal piles.\n=9\n9/3\nAna splits pens"
     )
-    assert problems.composed_problems(more) == [question, "Ben splits 36 pens into 3 equal piles."]
+    assert problems.composed_problems(more) == [
+        WrittenTask(question),
+        WrittenTask("Ben splits 36 pens into 3 equal piles."),
+        # Not the division the working built: flawed, whatever it poses.
+        WrittenTask(
+            "Ana splits 82 pens into 2 equal piles.", "not_composed: poses 82 and 2, not 28/2"
+        ),
+        WrittenTask("Ana splits pens", "not_composed: poses no numbers, not 9/3"),
+    ]
     # No product line: not this form (I-SHEEP reads it as Self-Instruct's).
     assert problems.composed_problems("Leo has 5 pens\nmore") is None
     assert problems.composed_problems("") is None and problems.composed_problems(None) is None

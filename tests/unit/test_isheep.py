@@ -205,8 +205,11 @@ def test_a_world_with_a_synthesis_form_teaches_it_and_reads_its_candidates():
     assert [d.instruction for d in result.decisions] == [
         lines[-1], "Not a problem at all", "Leo has 5 pens", "Ana has 3 pens now"
     ]  # fmt: skip
+    # A problem that does not pose the division its working built is rejected as such.
+    assert result.decisions[1].reason == "not_composed: poses no numbers, not 21/3"
+    assert rows[1].status == REJECTED and "not_composed" in rows[1].reject_reason
     gold = str(made[0].dividend // made[0].divisor)
-    assert [p.gold for p in result.prompts] == [gold, None, None, None]
+    assert [p.gold for p in result.prompts] == [gold, None, None]
 
 
 def test_a_written_problem_that_poses_an_evaluation_problem_is_dropped_with_a_reason():

@@ -7,8 +7,18 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from selfevo.config import load_config
-from selfevo.manifest import DONE, RUNNING, Manifest, ManifestError, config_hash, plan_steps
+from selfevo.config import load_config, to_yaml
+from selfevo.manifest import (
+    CONFIG_FILE,
+    DONE,
+    RUNNING,
+    ConfigChanged,
+    Manifest,
+    ManifestError,
+    config_hash,
+    open_run,
+    plan_steps,
+)
 from selfevo.recipes import RECIPES
 
 SELF_ROUND = RECIPES["self"].round_steps
@@ -97,6 +107,39 @@ def test_changed_config_is_refused(tmp_path):
         Manifest.open(tmp_path, _hash("train.learning_rate=0.5"), 1, SELF_ROUND)
 
 
-def test_hash_ignores_where_and_how_fast():
-    assert _hash() == _hash("run.output_dir=/elsewhere", "cluster.num_cpus=8")
+def test_hash_ignores_where_how_fast_and_how_far():
+    assert _hash() == _hash("run.output_dir=/elsewhere", "cluster.num_cpus=8", "recipe.rounds=3")
     assert _hash() != _hash("run.seed=1")
+
+
+def test_a_changed_config_is_refused_naming_what_changed(tmp_path):
+    config = load_config("demo", [f"run.output_dir={tmp_path}"])
+    run_dir = tmp_path / "demo"
+    open_run(config, run_dir)
+    (run_dir / CONFIG_FILE).write_text(to_yaml(config))
+    # More rounds extend the run; a changed learning rate or labeler is named.
+    longer = load_config("demo", [f"run.output_dir={tmp_path}", "recipe.rounds=2"])
+    assert open_run(longer, run_dir).next_step() == "meta.label"
+    labeler = ["recipe.labeler.kind=openai", "recipe.labeler.model=m", "recipe.labeler.base_url=x"]
+    changed = load_config(
+        "demo", [f"run.output_dir={tmp_path}", "train.learning_rate=0.5", *labeler]
+    )
+    with pytest.raises(ConfigChanged) as refused:
+        open_run(changed, run_dir)
+    message = str(refused.value)
+    assert "train.learning_rate: 0.001 -> 0.5" in message
+    assert "recipe.labeler.kind: 'oracle' -> 'openai'" in message
+    assert "run.output_dir" not in message and "recipe.rounds" not in message
+
+
+def test_selfevo_run_refuses_another_configs_run_dir_before_ray_starts(tmp_path, capsys):
+    from selfevo.cli import main
+
+    config = load_config("demo", [f"run.output_dir={tmp_path}"])
+    open_run(config, tmp_path / "demo")
+    saved = to_yaml(config)
+    (tmp_path / "demo" / CONFIG_FILE).write_text(saved)
+    code = main(["run", f"run.output_dir={tmp_path}", "train.epochs=1"])
+    assert code == 2
+    assert "train.epochs: 3 -> 1" in capsys.readouterr().err
+    assert (tmp_path / "demo" / CONFIG_FILE).read_text() == saved
