@@ -47,7 +47,15 @@ class ManifestError(RuntimeError):
 
 
 class ConfigChanged(ManifestError):
-    """The run directory holds a run of another config."""
+    """The run directory holds a run of another config (its hash ``recorded``, now ``now``);
+    ``detail`` says what differs, where that is known."""
+
+    def __init__(self, run_dir: Path, recorded: str, now: str, detail: str | None = None):
+        self.run_dir, self.recorded, self.now = run_dir, recorded, now
+        super().__init__(
+            f"{run_dir} holds a run with another config ({detail or f'hash {recorded}, now {now}'}"
+            "); pick a new run.name or delete that directory"
+        )
 
 
 def plan_steps(rounds: int, round_steps: Sequence[str], meta: bool = True) -> list[str]:
@@ -76,10 +84,17 @@ def changed_settings(before: dict[str, Any], after: dict[str, Any]) -> list[str]
     configs, in key order."""
     old, new = _flatten(before), _flatten(after)
     return [
-        f"{'.'.join(key)}: {old.get(key)!r} -> {new.get(key)!r}"
+        f"{'.'.join(key)}: {_shown(old, key)} -> {_shown(new, key)}"
         for key in sorted(set(old) | set(new))
-        if key[:2] not in _NOT_HASHED and old.get(key) != new.get(key)
+        if key[:2] not in _NOT_HASHED and old.get(key, _UNSET) != new.get(key, _UNSET)
     ]
+
+
+_UNSET = object()
+
+
+def _shown(flat: dict[tuple[str, ...], Any], key: tuple[str, ...]) -> str:
+    return repr(flat[key]) if key in flat else "(unset)"
 
 
 def _flatten(tree: Any, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
@@ -112,7 +127,8 @@ def open_run(config: Any, run_dir: str | Path) -> Manifest:
             meta=recipe.has_meta(config),
         )
     except ConfigChanged as refused:
-        raise ConfigChanged(f"{refused}{_changes_from_saved(Path(run_dir), config)}") from None
+        detail = _changes_from_saved(Path(run_dir), config, refused)
+        raise ConfigChanged(refused.run_dir, refused.recorded, refused.now, detail) from None
 
 
 def _resolved(config: Any) -> dict[str, Any]:
@@ -121,17 +137,23 @@ def _resolved(config: Any) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(config), enum_to_str=True)
 
 
-def _changes_from_saved(run_dir: Path, config: Any) -> str:
+def _changes_from_saved(run_dir: Path, config: Any, refused: ConfigChanged) -> str | None:
+    """What differs from the config the run saved, on one line (an ablation reports an arm's
+    failure by its last line); None when the saved config cannot be read."""
     import yaml
 
-    saved = run_dir / CONFIG_FILE
-    if not saved.exists():
-        return ""
-    changes = changed_settings(yaml.safe_load(saved.read_text()) or {}, _resolved(config))
+    try:
+        saved = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    changes = changed_settings(saved, _resolved(config))
     if not changes:
-        return ""
-    more = f"\n  ... and {len(changes) - 12} more" if len(changes) > 12 else ""
-    return "\nchanged since that run:\n  " + "\n  ".join(changes[:12]) + more
+        return (
+            f"no setting differs from its {CONFIG_FILE}: an older selfevo hashed it another way "
+            f"(hash {refused.recorded}, now {refused.now})"
+        )
+    more = f"; and {len(changes) - 8} more" if len(changes) > 8 else ""
+    return "changed: " + "; ".join(changes[:8]) + more
 
 
 @dataclass
@@ -168,10 +190,7 @@ class Manifest:
             return manifest
         data = json.loads(path.read_text())
         if data["config_hash"] != config_hash:
-            raise ConfigChanged(
-                f"{path.parent} holds a run with another config (hash {data['config_hash']}, "
-                f"now {config_hash}); pick a new run.name or delete that directory"
-            )
+            raise ConfigChanged(path.parent, data["config_hash"], config_hash)
         recorded = [Step(**s) for s in data["steps"] if s["name"] != "report"]
         report = next((Step(**s) for s in data["steps"] if s["name"] == "report"), Step("report"))
         planned = plan[:-1]

@@ -138,28 +138,32 @@ def composition_text(dividend: int, divisor: int, question: str) -> str:
 
 def composed_problems(continuation: str | None) -> list[WrittenTask] | None:
     """The problems in a synthesis continuation written as :func:`composition_text` does:
-    each line after a product line (``=684``) and its division line (``684/4``). A line
-    whose numbers are not the division line's (``684``, then ``4``) is flawed
-    (``not_composed``): it does not pose the division the working built, so its answer is
-    not the one the model multiplied. Any other line, whatever it says, is a candidate (one
-    that is no problem of the world counts against the synthesis). None for a continuation
-    with no product line: it is not in this form (I-SHEEP then reads it as Self-Instruct's)."""
+    each line after a product line (``=684``) and its division line (``684/4``). A problem
+    whose numbers are not the division line's (``684``, then ``4``), or after a division line
+    that does not divide the product, is flawed (``not_composed``): it does not pose the
+    division the working built, so its answer is not the one the model multiplied. Any other
+    line, whatever it says, is a candidate (one that is no problem of the world counts
+    against the synthesis). None for a continuation with no product line: it is not in this
+    form (I-SHEEP then reads it as Self-Instruct's)."""
     lines = [line.strip() for line in (continuation or "").strip().splitlines()]
     if not any(line.startswith("=") for line in lines):
         return None
-    found = [
-        (strip_numbering(lines[i + 2]), lines[i + 1].split("/"))
+    return [
+        WrittenTask(text, _composition_flaw(text, lines[i][1:], lines[i + 1]))
         for i, line in enumerate(lines[:-2])
         if line.startswith("=") and re.fullmatch(r"\d+/\d+", lines[i + 1])
+        if (text := strip_numbering(lines[i + 2]))
     ]
-    return [WrittenTask(text, _composition_flaw(text, *numbers)) for text, numbers in found if text]
 
 
-def _composition_flaw(text: str, dividend: str, divisor: str) -> str | None:
+def _composition_flaw(text: str, product: str, division: str) -> str | None:
+    dividend, divisor = division.split("/")
+    if dividend != product:
+        return f"not_composed: divides {dividend}, not the product {product}"
     posed = re.findall(r"\d+", text)
     if posed == [dividend, divisor]:
         return None
-    return f"not_composed: poses {' and '.join(posed) or 'no numbers'}, not {dividend}/{divisor}"
+    return f"not_composed: poses {' and '.join(posed) or 'no numbers'}, not {division}"
 
 
 def digit_pairs(product: int, dividend: int) -> tuple[str, str, str]:

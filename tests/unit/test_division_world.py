@@ -159,6 +159,7 @@ def test_a_composed_problem_is_read_back_after_its_product_line():
     more = (
         f"{text}\n5. 12*3\n2*3=6 c0\n1*3=3 c0\n=36\n36/3\n5. Ben splits 36 pens into 3 equal piles."
         "\n14*2\n=28\n28/2\nAna splits 82 pens into 2 equal piles.\n=9\n9/3\nAna splits pens"
+        "\n=648\n684/4\nMia shares 684 coins among 4 friends."
     )
     assert problems.composed_problems(more) == [
         WrittenTask(question),
@@ -168,6 +169,10 @@ def test_a_composed_problem_is_read_back_after_its_product_line():
             "Ana splits 82 pens into 2 equal piles.", "not_composed: poses 82 and 2, not 28/2"
         ),
         WrittenTask("Ana splits pens", "not_composed: poses no numbers, not 9/3"),
+        WrittenTask(
+            "Mia shares 684 coins among 4 friends.",
+            "not_composed: divides 684, not the product 648",
+        ),
     ]
     # No product line: not this form (I-SHEEP reads it as Self-Instruct's).
     assert problems.composed_problems("Leo has 5 pens\nmore") is None

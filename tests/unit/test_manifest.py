@@ -15,9 +15,11 @@ from selfevo.manifest import (
     ConfigChanged,
     Manifest,
     ManifestError,
+    changed_settings,
     config_hash,
     open_run,
     plan_steps,
+    run_config_hash,
 )
 from selfevo.recipes import RECIPES
 
@@ -143,3 +145,25 @@ def test_selfevo_run_refuses_another_configs_run_dir_before_ray_starts(tmp_path,
     assert code == 2
     assert "train.epochs: 3 -> 1" in capsys.readouterr().err
     assert (tmp_path / "demo" / CONFIG_FILE).read_text() == saved
+
+
+def test_changed_settings_name_a_setting_only_one_side_has():
+    before = {"train": {"epochs": 3}, "run": {"output_dir": "a"}}
+    after = {"train": {"epochs": 3, "packing": True}, "run": {"output_dir": "b"}}
+    assert changed_settings(before, after) == ["train.packing: (unset) -> True"]
+    assert changed_settings(after, after) == []
+
+
+def test_a_refusal_without_a_readable_saved_config_still_says_what_it_refuses(tmp_path):
+    config = load_config("demo", [f"run.output_dir={tmp_path}"])
+    run_dir = tmp_path / "demo"
+    open_run(config, run_dir)
+    # The same settings under another hash (an older selfevo hashed another way).
+    (run_dir / CONFIG_FILE).write_text(to_yaml(config))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    (run_dir / "manifest.json").write_text(json.dumps({**manifest, "config_hash": "0" * 16}))
+    with pytest.raises(ConfigChanged, match=r"no setting differs from its config\.yaml"):
+        open_run(config, run_dir)
+    (run_dir / CONFIG_FILE).write_text("train: [unclosed")
+    with pytest.raises(ConfigChanged, match=f"hash {'0' * 16}, now {run_config_hash(config)}"):
+        open_run(config, run_dir)
