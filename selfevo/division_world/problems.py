@@ -139,8 +139,9 @@ def composition_text(dividend: int, divisor: int, question: str) -> str:
 def composed_problems(continuation: str | None) -> list[WrittenTask] | None:
     """The problems in a synthesis continuation written as :func:`composition_text` does:
     each line after a product line (``=684``) and its division line (``684/4``). A problem
-    whose numbers are not the division line's (``684``, then ``4``), or after a division line
-    that does not divide the product, is flawed (``not_composed``): it does not pose the
+    whose numbers are not the division line's (``684``, then ``4``), or whose division line
+    does not start from the product above it (``=684``, then ``648/4``), is flawed
+    (``not_composed``): it does not pose the
     division the working built, so its answer is not the one the model multiplied. Any other
     line, whatever it says, is a candidate (one that is no problem of the world counts
     against the synthesis). None for a continuation with no product line: it is not in this
