@@ -30,8 +30,9 @@ SHARED_STEPS = ("meta.label", "meta.train", "round0.eval")
 def _share_meta(source: Path, run_dir: Path, config: SelfEvoConfig, main_hash: str) -> None:
     """Start ``run_dir`` from ``source``'s meta-skill phase and round-0 evaluation, which must
     be done, under the main arm's config (``main_hash``)."""
-    has_meta = recipe_named(config.recipe.name.value).has_meta(config)
-    manifest = open_run(config, run_dir)
+    recipe = recipe_named(config.recipe.name.value)
+    has_meta = recipe.has_meta(config)
+    manifest = open_run(config, run_dir, recipe)
     shared = SHARED_STEPS if has_meta else ("round0.eval",)  # no warm-up: round 0 alone
     if all(manifest.is_done(name) for name in shared):
         return  # resuming: shared before

@@ -31,7 +31,7 @@ class RunController:
         self.lines: list[str] = []
         self.lock = threading.Lock()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.manifest = open_run(config, self.run_dir)
+        self.manifest = open_run(config, self.run_dir, self.recipe)
         # Written once the manifest accepts the config: a refused one leaves the record alone.
         (self.run_dir / CONFIG_FILE).write_text(to_yaml(config))
         self.context = RayRunContext(config, self.run_dir, self.recipe, self.manifest, self.emit)

@@ -15,7 +15,8 @@ Rule filters (in order, the first that fails names the reason):
 * ``program_request`` - starts "Write a program" (Self-Instruct drops these: unverifiable);
 * ``bad_start`` - starts with punctuation or a non-ASCII character.
 
-A task's own synthesis form may flag a candidate first (:class:`WrittenTask`'s ``flaw``: a
+A task's own synthesis form may flag a candidate first (``WrittenTask.flaw``,
+:mod:`selfevo.task_api`: a
 written problem that does not pose what its working composed, say); the flaw is its reason.
 
 Near-duplicates: ROUGE-L F-measure (Google's ``rouge-score``) against every seed instruction
@@ -49,15 +50,6 @@ class Candidate:
     instruction: Any
     input: str = ""
     flaw: str | None = None  # the task's own form found it wanting (``reason: detail``)
-
-
-@dataclass(frozen=True)
-class WrittenTask:
-    """A task read from a synthesis continuation in a task's own form, with the flaw that
-    form shows (``reason: detail``), if any."""
-
-    text: str
-    flaw: str | None = None
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,13 @@ from selfevo.evaluation import is_correct
 from selfevo.instructions import (
     Candidate,
     Decision,
-    WrittenTask,
     few_shot_prompt,
     filter_candidates,
     parse_generated_tasks,
 )
 from selfevo.records import PENDING, Message, Record, Reject
 from selfevo.stages import assess_prompt
+from selfevo.task_api import WrittenTask
 from selfevo.tasks import task_named
 from selfevo.training import TrainExample, own_answer_replay
 

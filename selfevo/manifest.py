@@ -111,13 +111,10 @@ def run_config_hash(config: Any) -> str:
     return config_hash(_resolved(config))
 
 
-def open_run(config: Any, run_dir: str | Path) -> Manifest:
-    """The manifest of ``config``'s run in ``run_dir`` (started there when new). A directory
-    holding another config's run is refused with the settings that changed, read against the
-    ``config.yaml`` that run left."""
-    from selfevo.recipes import recipe_named
-
-    recipe = recipe_named(config.recipe.name.value)
+def open_run(config: Any, run_dir: str | Path, recipe: Any) -> Manifest:
+    """The manifest of ``config``'s run of ``recipe`` (a :class:`selfevo.recipes.Recipe`) in
+    ``run_dir``, started there when new. A directory holding another config's run is refused
+    with the settings that changed, read against the ``config.yaml`` that run left."""
     try:
         return Manifest.open(
             run_dir,

@@ -15,7 +15,6 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from selfevo.instructions import WrittenTask
 from selfevo.records import Record
 
 
@@ -33,6 +32,15 @@ def prompt_text_key(record: Record) -> Hashable:
 
 
 @dataclass(frozen=True)
+class WrittenTask:
+    """A task read from a synthesis continuation in a task's own form, with the flaw that
+    form shows (``reason: detail``), if any: the filter rejects it with that reason."""
+
+    text: str
+    flaw: str | None = None
+
+
+@dataclass(frozen=True)
 class Task:
     """A task's hooks. Each returns None (or nothing) for a record it cannot speak for.
 
@@ -47,7 +55,7 @@ class Task:
       write after the few-shot list of problems ``prompt``, for this record (default: its
       prompt, as Self-Instruct);
     - ``synthesized_tasks(continuation)``: the candidate prompts in a synthesis continuation
-      written in that form (:class:`~selfevo.instructions.WrittenTask`, each with the flaw the
+      written in that form (:class:`WrittenTask`, each with the flaw the
       form shows, if any), or None for one that is not (then, and for a task without the
       hook, :func:`selfevo.instructions.parse_generated_tasks` reads it);
     - ``problem_key(record)``: what identifies the problem a record poses (default: its

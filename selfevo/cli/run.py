@@ -17,6 +17,7 @@ from selfevo.cli.common import (
 )
 from selfevo.config import ConfigError, load_config, split_configs_and_overrides, to_yaml
 from selfevo.manifest import MANIFEST_FILE, open_run
+from selfevo.recipes import recipe_named
 
 
 def register(commands) -> None:
@@ -112,7 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _preflight(config)
     run_dir = Path(config.run.output_dir) / config.run.name
     if (run_dir / MANIFEST_FILE).exists():  # another config's run is refused before Ray starts
-        open_run(config, run_dir)
+        open_run(config, run_dir, recipe_named(config.recipe.name.value))
     print(f"run directory: {run_dir}")
     print(f"recipe: {config.recipe.name.value}, {config.recipe.rounds} round(s)", flush=True)
     with stderr_for_libraries():

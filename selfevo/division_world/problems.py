@@ -17,9 +17,8 @@ import re
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from selfevo.instructions import WrittenTask
 from selfevo.records import Record
-from selfevo.task_api import prompt_text_key, template_pattern
+from selfevo.task_api import WrittenTask, prompt_text_key, template_pattern
 
 TASK = "division"
 SPLITS = ("seed", "meta", "pool", "heldout")

@@ -13,10 +13,10 @@ from selfevo.division_world.problems import (
     split_of,
 )
 from selfevo.evaluation import is_correct, majority_answer
-from selfevo.instructions import WrittenTask
 from selfevo.oracle import oracle_label
 from selfevo.parsers import parse_judgement
 from selfevo.records import CORRECT, INCORRECT, KEPT
+from selfevo.task_api import WrittenTask
 from selfevo.tasks import builtin_data, task_named
 
 

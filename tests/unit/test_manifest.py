@@ -117,17 +117,17 @@ def test_hash_ignores_where_how_fast_and_how_far():
 def test_a_changed_config_is_refused_naming_what_changed(tmp_path):
     config = load_config("demo", [f"run.output_dir={tmp_path}"])
     run_dir = tmp_path / "demo"
-    open_run(config, run_dir)
+    open_run(config, run_dir, RECIPES["self"])
     (run_dir / CONFIG_FILE).write_text(to_yaml(config))
     # More rounds extend the run; a changed learning rate or labeler is named.
     longer = load_config("demo", [f"run.output_dir={tmp_path}", "recipe.rounds=2"])
-    assert open_run(longer, run_dir).next_step() == "meta.label"
+    assert open_run(longer, run_dir, RECIPES["self"]).next_step() == "meta.label"
     labeler = ["recipe.labeler.kind=openai", "recipe.labeler.model=m", "recipe.labeler.base_url=x"]
     changed = load_config(
         "demo", [f"run.output_dir={tmp_path}", "train.learning_rate=0.5", *labeler]
     )
     with pytest.raises(ConfigChanged) as refused:
-        open_run(changed, run_dir)
+        open_run(changed, run_dir, RECIPES["self"])
     message = str(refused.value)
     assert "train.learning_rate: 0.001 -> 0.5" in message
     assert "recipe.labeler.kind: 'oracle' -> 'openai'" in message
@@ -138,7 +138,7 @@ def test_selfevo_run_refuses_another_configs_run_dir_before_ray_starts(tmp_path,
     from selfevo.cli import main
 
     config = load_config("demo", [f"run.output_dir={tmp_path}"])
-    open_run(config, tmp_path / "demo")
+    open_run(config, tmp_path / "demo", RECIPES["self"])
     saved = to_yaml(config)
     (tmp_path / "demo" / CONFIG_FILE).write_text(saved)
     code = main(["run", f"run.output_dir={tmp_path}", "train.epochs=1"])
@@ -157,13 +157,13 @@ def test_changed_settings_name_a_setting_only_one_side_has():
 def test_a_refusal_without_a_readable_saved_config_still_says_what_it_refuses(tmp_path):
     config = load_config("demo", [f"run.output_dir={tmp_path}"])
     run_dir = tmp_path / "demo"
-    open_run(config, run_dir)
+    open_run(config, run_dir, RECIPES["self"])
     # The same settings under another hash (an older selfevo hashed another way).
     (run_dir / CONFIG_FILE).write_text(to_yaml(config))
     manifest = json.loads((run_dir / "manifest.json").read_text())
     (run_dir / "manifest.json").write_text(json.dumps({**manifest, "config_hash": "0" * 16}))
     with pytest.raises(ConfigChanged, match=r"no setting differs from its config\.yaml"):
-        open_run(config, run_dir)
+        open_run(config, run_dir, RECIPES["self"])
     (run_dir / CONFIG_FILE).write_text("train: [unclosed")
     with pytest.raises(ConfigChanged, match=f"hash {'0' * 16}, now {run_config_hash(config)}"):
-        open_run(config, run_dir)
+        open_run(config, run_dir, RECIPES["self"])
