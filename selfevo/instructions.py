@@ -15,9 +15,9 @@ Rule filters (in order, the first that fails names the reason):
 * ``program_request`` - starts "Write a program" (Self-Instruct drops these: unverifiable);
 * ``bad_start`` - starts with punctuation or a non-ASCII character.
 
-A task's own synthesis form may flag a candidate first (``WrittenTask.flaw``,
-:mod:`selfevo.task_api`: a
-written problem that does not pose what its working composed, say); the flaw is its reason.
+A task's own synthesis form may flag a candidate first (``WrittenTask.flaw``, in
+:mod:`selfevo.task_api`: a written problem that does not pose what its working composed, say);
+the flaw is then its reason.
 
 Near-duplicates: ROUGE-L F-measure (Google's ``rouge-score``) against every seed instruction
 and every instruction accepted so far, this round's included; above the threshold is

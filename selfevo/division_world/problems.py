@@ -140,11 +140,10 @@ def composed_problems(continuation: str | None) -> list[WrittenTask] | None:
     each line after a product line (``=684``) and its division line (``684/4``). A problem
     whose numbers are not the division line's (``684``, then ``4``), or whose division line
     does not start from the product above it (``=684``, then ``648/4``), is flawed
-    (``not_composed``): it does not pose the
-    division the working built, so its answer is not the one the model multiplied. Any other
-    line, whatever it says, is a candidate (one that is no problem of the world counts
-    against the synthesis). None for a continuation with no product line: it is not in this
-    form (I-SHEEP then reads it as Self-Instruct's)."""
+    (``not_composed``): it does not pose the division the working built. Any other line,
+    whatever it says, is a candidate (one that is no problem of the world counts against the
+    synthesis). None for a continuation with no product line: it is not in this form (I-SHEEP
+    then reads it as Self-Instruct's)."""
     lines = [line.strip() for line in (continuation or "").strip().splitlines()]
     if not any(line.startswith("=") for line in lines):
         return None
