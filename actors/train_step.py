@@ -3,10 +3,11 @@
 Ray Train's worker function (:func:`actors.trainer.train_loop`) and ``selfevo bench gpu`` both
 run these, so the bench measures the code a fine-tuning runs: :func:`start_worker` loads the
 model and wraps it in DeepSpeed from the plain config :func:`loop_config` makes of a
-``TrainConfig``; :func:`train_micro_batch` is the step (forward, masked loss, DeepSpeed's
-backward and step); :func:`save_hf_checkpoint` writes the safetensors checkpoint and checks it
-reloads to the trained model's logits. Ray Train sets up the process group for its workers; a
-single process (the bench, a test) calls :func:`init_single_process_group` first.
+``TrainConfig``; :func:`train_micro_batch` is the step, a micro-batch at a time (forward,
+masked loss, DeepSpeed's backward and step); :func:`save_hf_checkpoint` writes the safetensors
+checkpoint and checks it reloads to the trained model's logits. Ray Train sets up the process
+group for its workers; a single process (the bench, a test) calls
+:func:`init_single_process_group` first.
 
 Each example is tokenised exactly as the engines prompt: the prompt ids of
 :func:`actors.models.encode_prompt` on :func:`selfevo.templates.render_prompt`'s text, then
@@ -341,9 +342,26 @@ def start_worker(cfg: dict[str, Any], rank: int, world: int, local_rank: int) ->
     return TrainWorker(engine, optimizer, tokenizer, rank, world, device, pack_width=pack_width)
 
 
-def train_micro_batch(worker: TrainWorker, rows: list, lr: float) -> None:
-    """The step: forward, loss over target tokens, DeepSpeed's backward and step (which
-    applies the optimizer once every ``gradient_accumulation_steps`` micro-batches).
+def target_count(labels: list[int]) -> int:
+    """How many of a tokenised example's positions the loss covers (as :func:`masked_loss_sum`
+    counts them: the labels after the first)."""
+    return sum(label != IGNORE for label in labels[1:])
+
+
+def train_micro_batch(
+    worker: TrainWorker,
+    rows: list,
+    lr: float,
+    *,
+    step_target_tokens: int | None = None,
+    ends_step: bool = True,
+) -> None:
+    """Forward, loss over target tokens, DeepSpeed's backward and step.
+
+    A micro-batch may be part of an optimizer step: its summed loss is divided by
+    ``step_target_tokens`` (the step's target tokens on this rank; by default the micro-batch's
+    own, a step of one micro-batch), so a step's gradient is its token-mean whatever way its
+    rows are split, and the optimizer applies it after the micro-batch that ``ends_step``.
 
     ``rows`` are (input ids, labels[, truncated, ...]) tuples; what they add up is kept in
     ``worker.window``.
@@ -363,9 +381,13 @@ def train_micro_batch(worker: TrainWorker, rows: list, lr: float) -> None:
     for group in worker.optimizer.param_groups:
         group["lr"] = lr
     engine = worker.engine
+    # The step's boundary is ours (a step's last micro-batch), not DeepSpeed's count of
+    # gradient_accumulation_steps: an epoch's last step may have fewer micro-batches.
+    engine.set_gradient_accumulation_boundary(ends_step)
     logits = engine(input_ids=batch["input_ids"], **inputs).logits
     loss_sum, n_target = masked_loss_sum(logits, batch["labels"])
-    engine.backward(loss_sum / n_target.clamp(min=1))
+    denominator = step_target_tokens if step_target_tokens is not None else int(n_target)
+    engine.backward(loss_sum / max(denominator, 1), scale_wrt_gas=False)
     engine.step()
     window = worker.window
     window["loss"] += float(loss_sum.detach())

@@ -41,6 +41,7 @@ from actors.train_step import (
     new_window,
     save_hf_checkpoint,
     start_worker,
+    target_count,
     train_micro_batch,
 )
 from selfevo.config import SelfEvoConfig
@@ -92,6 +93,31 @@ def _micro_batches(
             rows.sort(key=lambda row: len(row[0]))
         for start in range(0, len(rows), micro_batch):
             yield rows[start : start + micro_batch]
+
+
+def _optimizer_steps(micro_batches, accumulation: int):
+    """Each optimizer step's micro-batches: ``accumulation`` of them (fewer at the end of the
+    data), their rows sorted by length and split back into as many.
+
+    Which rows share a micro-batch does not change the step (each micro-batch's loss is
+    divided by the whole step's target tokens), but it sets the padding: rows of a length
+    pad to each other. Mixed examples of 130 to 260 tokens, 32 to a step, padded to 1.45x
+    their tokens in one micro-batch and to 1.09x in four sorted ones.
+    """
+    step: list = []
+    for rows in micro_batches:
+        step.append(rows)
+        if len(step) == accumulation:
+            yield _sorted_split(step)
+            step = []
+    if step:
+        yield _sorted_split(step)
+
+
+def _sorted_split(micro_batches: list[list]) -> list[list]:
+    rows = sorted((row for batch in micro_batches for row in batch), key=lambda r: len(r[0]))
+    size = math.ceil(len(rows) / len(micro_batches))
+    return [rows[start : start + size] for start in range(0, len(rows), size)]
 
 
 # --- the per-worker loop ---------------------------------------------------------------
@@ -161,12 +187,12 @@ def train_loop(cfg: dict[str, Any]) -> None:
 
 
 def _train_epoch(cfg: dict[str, Any], worker: TrainWorker, shard: Any) -> None:
-    """One pass over the worker's shard, skipping micro-batches consumed before a restart."""
+    """One pass over the worker's shard, skipping steps consumed before a restart."""
     state, total = worker.state, cfg["total_steps"]
     tokenize = Tokenize(worker.tokenizer, cfg["max_seq_len"])
     batches = _micro_batches(shard, cfg["micro_batch_size"], cfg["group_by_length"], tokenize)
-    for rows in batches:
-        worker.micro_seen += 1
+    for micro_batches in _optimizer_steps(batches, cfg["gradient_accumulation_steps"]):
+        worker.micro_seen += len(micro_batches)
         if worker.micro_seen <= state["micro_step"]:
             continue  # consumed before the restart
         if state["step"] >= total:
@@ -174,12 +200,16 @@ def _train_epoch(cfg: dict[str, Any], worker: TrainWorker, shard: Any) -> None:
         lr = learning_rate_at(
             state["step"], total, cfg["learning_rate"], cfg["warmup_steps"], cfg["lr_schedule"]
         )
-        train_micro_batch(worker, rows, lr)
+        step_targets = sum(target_count(row[1]) for rows in micro_batches for row in rows)
+        for index, rows in enumerate(micro_batches):
+            ends_step = index == len(micro_batches) - 1
+            train_micro_batch(
+                worker, rows, lr, step_target_tokens=step_targets, ends_step=ends_step
+            )
         if state["step"] < cfg["log_batch_ids_steps"]:
-            _log_batch_ids(cfg, worker.rank, state["step"] + 1, [str(r[3]) for r in rows])
+            ids = [str(row[3]) for rows in micro_batches for row in rows]
+            _log_batch_ids(cfg, worker.rank, state["step"] + 1, ids)
         state["micro_step"] = worker.micro_seen
-        if worker.micro_seen % cfg["gradient_accumulation_steps"]:
-            continue
         state["step"] += 1
         _end_of_step(
             worker.engine, cfg, state, worker.window, lr, worker.rank, worker.world, worker.device

@@ -190,6 +190,10 @@ class RecipeConfig:
     # the critiques and refinements out of meta-skill learning (QA pairs only).
     self_filter: bool = True
     meta_skill_data: bool = True
+    # SELF's meta-skill corpus plus, for tasks that write them (Task.false_alarm), refinement
+    # examples on right answers whose check slipped, keeping the answer: without them the
+    # refiner changes right answers its critic flags by mistake (not in the paper).
+    false_alarm_refinements: bool = True
     # Mistake analysis's ablation arm: false trains each round on the own answers alone,
     # leaving the analyses of induced mistakes out.
     analysis_rows: bool = True
@@ -252,6 +256,9 @@ class TrainConfig:
     num_workers: int = 2
     use_gpu: bool = False
     micro_batch_size: int = 16
+    # Micro-batches per optimizer step, on each worker. A step's rows are sorted by length
+    # before they are split into micro-batches, so more of them pad less; the step's gradient
+    # is the same (its token-mean loss) however it is split.
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-3
     # The peak learning rate of each self-evolution round's fine-tuning (meta-skill learning

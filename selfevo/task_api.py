@@ -46,6 +46,9 @@ class Task:
 
     - ``oracle_critique(record, response)``: ``(judgement, feedback)`` the oracle labeler
       writes, instead of its answer-level check;
+    - ``false_alarm(record, response)``: the oracle's check of a right ``response`` with a
+      slip that makes it judge the response incorrect (how the model's own checks fail),
+      for a refinement example that keeps the answer (:func:`selfevo.training.meta_examples`);
     - ``prompt_fields(record, response)``: extra ``{fields}`` for the task's templates;
     - ``assessment(record, response)``: the (quality, following) texts a self-assessment
       warm-up trains on;
@@ -71,6 +74,7 @@ class Task:
 
     name: str
     oracle_critique: Callable[[Record, str], tuple[str, str] | None] = _nothing
+    false_alarm: Callable[[Record, str], str | None] = _nothing
     prompt_fields: Callable[[Record, str | None], dict[str, str]] = _no_fields
     assessment: Callable[[Record, str], tuple[str, str] | None] = _nothing
     flawed_solution: Callable[[Record], str | None] = _nothing

@@ -43,13 +43,24 @@ def examples_from_records(records: Iterable[Record], source: str = "round") -> l
     ]
 
 
-def meta_examples(records: Iterable[Record], template_set: str = "default") -> list[TrainExample]:
+def meta_examples(
+    records: Iterable[Record], template_set: str = "default", false_alarms: bool = False
+) -> list[TrainExample]:
     """SELF's meta-skill corpus D_meta from labeled records.
 
     Each labeled record gives a feedback example (critique prompt -> the labeler's feedback,
     verdict line included) and, when judged incorrect, a refinement example (refine prompt ->
     the labeler's refinement). Records the labeler could not label are skipped.
+
+    With ``false_alarms`` (a departure from the paper), a record judged correct whose task
+    writes false alarms (``Task.false_alarm``) also gives a refinement example on its check
+    with a slip (judging it incorrect) whose target is the right answer, kept
+    (``meta_refine_kept``): a refiner that only ever saw real flags changes every answer it
+    is handed, and a critic's checks slip.
     """
+    from selfevo.oracle import gold_solution
+    from selfevo.tasks import task_named
+
     out = []
     for r in records:
         failed = r.status == REJECTED and not (r.reject_reason or "").startswith(
@@ -72,6 +83,16 @@ def meta_examples(records: Iterable[Record], template_set: str = "default") -> l
                     tuple(refine_prompt(r, r.response, r.feedback, template_set)),
                     r.refined_response,
                     "meta_refine",
+                )
+            )
+        slipped = task_named(r.task).false_alarm(r, r.response) if false_alarms else None
+        if r.judgement == CORRECT and slipped and (target := gold_solution(r)):
+            out.append(
+                TrainExample(
+                    f"{r.id}:refine_kept",
+                    tuple(refine_prompt(r, r.response, slipped, template_set)),
+                    target,
+                    "meta_refine_kept",
                 )
             )
     return out

@@ -29,6 +29,7 @@ registered in :mod:`selfevo.tasks` like any other task, and imports only
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 from selfevo.division_world import oracle, problems
@@ -41,6 +42,13 @@ SEED_CHECKPOINT = Path(__file__).resolve().parent / "seed_checkpoint"
 def _oracle_critique(record: Record, response: str) -> tuple[str, str] | None:
     known = oracle.operands(record)
     return oracle.check(*known, response) if known is not None else None
+
+
+def _false_alarm(record: Record, response: str) -> str | None:
+    known = oracle.operands(record)
+    if known is None:
+        return None
+    return oracle.false_alarm(*known, response, zlib.crc32(record.id.encode()))
 
 
 def _assessment(record: Record, response: str) -> tuple[str, str] | None:
@@ -81,6 +89,7 @@ def _heldout(split: str, count: int, seed: int, start: int) -> list[Record]:
 WORLD = Task(
     name=problems.TASK,
     oracle_critique=_oracle_critique,
+    false_alarm=_false_alarm,
     prompt_fields=_prompt_fields,
     assessment=_assessment,
     flawed_solution=_flawed_solution,

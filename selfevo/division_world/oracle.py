@@ -62,6 +62,39 @@ def check(dividend: int, divisor: int, response: str | None) -> tuple[str, str]:
     return verdict, "\n".join(body)
 
 
+def false_alarm(dividend: int, divisor: int, response: str | None, seed: int) -> str | None:
+    """The check of a right answer with one slip that makes it judge the answer incorrect,
+    as the model's own checks slip: the dividend copied with a wrong digit (``seed`` even) or
+    one column's product digit wrong (odd); ``seed`` also picks the digit. None unless the
+    response's answer is right.
+
+    A refinement example on it, whose target keeps the answer, teaches the refiner that a
+    flag can be wrong: trained only on real flags, it changed a right answer it was handed
+    with a false one (12 of 35 in a two-round run).
+    """
+    given = given_answer(response, strict=True)
+    if not given.isdigit() or int(given) * divisor != dividend:
+        return None
+    lines, product = product_lines(int(given), divisor)
+    head = equation(dividend, divisor)
+    if seed % 2 == 0:
+        digits = str(dividend)
+        at = (seed // 2) % len(digits)
+        copied = digits[:at] + str((int(digits[at]) + 1) % 10) + digits[at + 1 :]
+        padded_product, padded_dividend, pairs = digit_pairs(product, int(copied))
+    else:
+        column = 1 + (seed // 2) % (len(lines) - 1)
+        equation_part, carry = lines[column].rsplit(" ", 1)
+        left, digit = equation_part.rsplit("=", 1)
+        slipped = (int(digit) + 1) % 10
+        lines[column] = f"{left}={slipped} {carry}"
+        written = list(str(product))  # column k (ones first) wrote the product's k-th digit
+        written[len(written) - column] = str(slipped)
+        padded_product, padded_dividend, pairs = digit_pairs(int("".join(written)), dividend)
+    body = [head, *lines, f"={padded_product}", padded_dividend, pairs, f"Judgement: {INCORRECT}"]
+    return "\n".join(body)
+
+
 def flawed_solution(dividend: int, divisor: int) -> str:
     """A long division with one slip: one step's quotient digit one too high (or low at 9),
     copied into the answer. The lines keep the solution's format."""

@@ -12,8 +12,10 @@ pairs). Then, each round t:
     handoff:   the engines serve M_t
     eval:      held-out direct, self-refined and self-consistency accuracy
 
-Departure from the paper: the verdict is read from the critique's final ``Judgement:`` line
-(or re-derived, ``recipe.judge_by``), so a quoted response cannot forge it.
+Departures from the paper: the verdict is read from the critique's final ``Judgement:`` line
+(or re-derived, ``recipe.judge_by``), so a quoted response cannot forge it; and for a task
+that writes false alarms (``Task.false_alarm``), D_meta also holds refinements of right
+answers whose check slipped, which keep the answer (``recipe.false_alarm_refinements``).
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ def meta_corpus(ctx: RunContext) -> list[TrainExample]:
     labeled = ctx.records_of("meta.label", "labeled")
     template_set = ctx.config.recipe.template_set
     qa = qa_examples(labeled, template_set)
-    return meta_examples(labeled, template_set) + qa if ctx.config.recipe.meta_skill_data else qa
+    if not ctx.config.recipe.meta_skill_data:
+        return qa
+    return meta_examples(labeled, template_set, ctx.config.recipe.false_alarm_refinements) + qa
 
 
 def round_examples(ctx: RunContext, records: list[Record]) -> list[TrainExample]:

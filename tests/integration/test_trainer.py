@@ -28,7 +28,13 @@ from actors.train_step import (  # noqa: E402
     new_window,
     tokenize_example,
 )
-from actors.trainer import _examples_table, _micro_batches, train, write_examples  # noqa: E402
+from actors.trainer import (  # noqa: E402
+    _examples_table,
+    _micro_batches,
+    _optimizer_steps,
+    train,
+    write_examples,
+)
 from selfevo.config import load_config  # noqa: E402
 from selfevo.records import Message  # noqa: E402
 from selfevo.training import TrainExample  # noqa: E402
@@ -176,6 +182,10 @@ def single_process_group(monkeypatch):
     init_single_process_group(use_gpu=False)
     yield
     dist.destroy_process_group()
+    # DeepSpeed keeps a clone of the world group, which the next process group replaces.
+    import deepspeed.utils.groups
+
+    deepspeed.utils.groups._WORLD_GROUP = None
     torch.set_num_threads(threads)
 
 
@@ -206,6 +216,79 @@ def test_the_bench_step_without_ray_gives_ray_trains_losses(
         losses.append(worker.window["loss"] / worker.window["target_tokens"])
     assert steps == zero_runs[3].steps
     assert losses == pytest.approx([m["loss"] for m in _losses(root / "zero3")[:3]], rel=1e-4)
+
+
+def _varied_rows(tokenizer, count: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """Examples whose prompts and targets both vary in length (1 to 4 terms, 1 to 12 digits)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        prompt = "+".join(str(rng.randint(10, 999)) for _ in range(rng.randint(1, 4))) + "="
+        target = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 12)))
+        out = tokenize_example(tokenizer, [Message("user", prompt)], target, 128)
+        rows.append((out["input_ids"], out["labels"]))
+    return rows
+
+
+def test_a_step_split_into_sorted_micro_batches_trains_as_one_micro_batch(
+    workspace, single_process_group
+):
+    """Gradient accumulation sorts a step's rows by length before splitting them into
+    micro-batches: they pad less, and the step is the same as one micro-batch of all its rows
+    (each micro-batch's loss is divided by the step's target tokens). Three AdamW steps: after
+    the first, the update depends on how the steps' gradients compare, so a micro-batch
+    weighted wrongly (say by its own tokens) would show in the weights."""
+    from actors.train_step import (
+        collate,
+        loop_config,
+        start_worker,
+        target_count,
+        train_micro_batch,
+    )
+
+    root, model, _ = workspace
+    one = _config("train.num_workers=1", "train.micro_batch_size=12")
+    split = _config(
+        "train.num_workers=1", "train.micro_batch_size=4", "train.gradient_accumulation_steps=3"
+    )
+    whole = start_worker(loop_config(one, model, model, root / "one", 3), 0, 1, 0)
+    accumulated = start_worker(loop_config(split, model, model, root / "split", 3), 0, 1, 0)
+    padded = {"in order": 0, "sorted": 0}
+    for step in range(3):
+        rows = _varied_rows(whole.tokenizer, 12, seed=step)
+        in_order = [rows[i : i + 4] for i in range(0, 12, 4)]
+        [micro_batches] = list(_optimizer_steps(in_order, 3))
+        assert sorted(map(str, rows)) == sorted(str(r) for b in micro_batches for r in b)
+        for name, batches in (("in order", in_order), ("sorted", micro_batches)):
+            padded[name] += sum(collate(b, 0, "cpu")["input_ids"].numel() for b in batches)
+        train_micro_batch(whole, rows, 0.01)
+        targets = sum(target_count(labels) for _, labels in rows)
+        for index, batch in enumerate(micro_batches):
+            train_micro_batch(
+                accumulated, batch, 0.01, step_target_tokens=targets, ends_step=index == 2
+            )
+        assert accumulated.engine.global_steps == whole.engine.global_steps == step + 1
+    assert padded["sorted"] < padded["in order"]
+    start = load_model(model).state_dict()
+    moved = 0.0
+    for name, weight in whole.engine.module.state_dict().items():
+        other = accumulated.engine.module.state_dict()[name]
+        # fp32 rounding, which AdamW enlarges where a gradient is near 0: at most 3e-5 here;
+        # a micro-batch weighted by its own tokens moves weights by 0.02-0.05.
+        assert torch.allclose(weight, other, atol=1e-4, rtol=0), name
+        moved = max(moved, float((weight - start[name]).abs().max()))
+    assert moved > 0.02  # three steps at lr 0.01
+
+
+def test_an_epochs_last_step_may_hold_fewer_micro_batches():
+    rows = [([1] * n, [IGNORE] * n) for n in (5, 1, 3, 2, 4)]
+    steps = list(_optimizer_steps([rows[:2], rows[2:4], rows[4:]], 2))
+    assert [[len(row[0]) for row in batch] for step in steps for batch in step] == [
+        [1, 2],
+        [3, 5],
+        [4],
+    ]
+    assert [len(step) for step in steps] == [2, 1]
 
 
 def _mixed_lengths(tokenizer, count: int = 12) -> list[tuple[list[int], list[int]]]:

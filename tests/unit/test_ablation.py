@@ -169,3 +169,8 @@ def test_the_qa_only_arm_learns_the_qa_pairs_alone():
 
     assert corpus() == ["meta_feedback"] * 6 + ["meta_refine"] * 6 + ["qa"] * 6
     assert corpus("recipe.meta_skill_data=false") == ["qa"] * 6
+    # A right answer gives a false alarm's refinement, which keeps it (on by default).
+    labeled[0].response = make_problems("meta", 6)[0].solution()
+    oracle_label(labeled[0])
+    assert corpus().count("meta_refine_kept") == 1 and corpus().count("meta_refine") == 5
+    assert "meta_refine_kept" not in corpus("recipe.false_alarm_refinements=false")

@@ -87,6 +87,38 @@ def test_oracle_labels_division_records_with_a_check_and_the_gold_refinement():
     assert oracle.operands(record) == (problem.dividend, problem.divisor)
 
 
+def test_a_false_alarm_is_the_right_answers_check_with_one_slip():
+    """One line of the check differs from the oracle's (the dividend copied, or a column's
+    product digit), the pairs then differ where the slip went, and the verdict is incorrect."""
+    kinds = set()
+    for seed, problem in enumerate(make_problems("meta", 200)):
+        right = f"The answer is {problem.answer}."
+        _, true_check = oracle.check(problem.dividend, problem.divisor, right)
+        alarm = oracle.false_alarm(problem.dividend, problem.divisor, right, seed)
+        true_lines, alarm_lines = true_check.splitlines(), alarm.splitlines()
+        assert parse_judgement(alarm).judgement == INCORRECT
+        assert len(alarm_lines) == len(true_lines) and alarm_lines[0] == true_lines[0]
+        changed = [
+            i for i, (a, b) in enumerate(zip(true_lines, alarm_lines, strict=True)) if a != b
+        ]
+        slip = changed[0]
+        kinds.add("copy" if alarm_lines[slip] == alarm_lines[-3] else "column")
+        # The slip, the pairs and the verdict; a column slip also changes the product line.
+        assert set(changed) - {slip, len(true_lines) - 4} == {
+            len(true_lines) - 2,
+            len(true_lines) - 1,
+        }
+        product, dividend = alarm_lines[-4][1:], alarm_lines[-3]
+        pairs = " ".join(
+            f"{u}{'=' if u == v else 'x'}{v}" for u, v in zip(product, dividend, strict=True)
+        )
+        assert alarm_lines[-2] == pairs and pairs.count("x") == 1
+    assert kinds == {"copy", "column"}
+    # Only a right answer has a false alarm.
+    assert oracle.false_alarm(684, 4, "The answer is 172.", 0) is None
+    assert oracle.false_alarm(684, 4, "no number", 1) is None
+
+
 def test_a_flawed_solution_keeps_the_form_and_is_wrong():
     for problem in make_problems("meta", 100):
         flawed = oracle.flawed_solution(problem.dividend, problem.divisor)

@@ -145,6 +145,10 @@ def test_selfevo_run_refuses_another_configs_run_dir_before_ray_starts(tmp_path,
     assert code == 2
     assert "train.epochs: 3 -> 1" in capsys.readouterr().err
     assert (tmp_path / "demo" / CONFIG_FILE).read_text() == saved
+    # Fewer rounds than the run dir planned: refused the same way, not with a traceback.
+    code = main(["run", f"run.output_dir={tmp_path}", "recipe.rounds=0"])
+    assert code == 2
+    assert "a run can gain rounds, not lose them" in capsys.readouterr().err
 
 
 def test_changed_settings_name_a_setting_only_one_side_has():
