@@ -257,8 +257,8 @@ class TrainConfig:
     use_gpu: bool = False
     micro_batch_size: int = 16
     # Micro-batches per optimizer step, on each worker. A step's rows are sorted by length
-    # before they are split into micro-batches, so more of them pad less; the step's gradient
-    # is the same (its token-mean loss) however it is split.
+    # before they are split into micro-batches, so more of them pad less; each worker's
+    # gradient is the same (its rows' token-mean loss) however they are split.
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-3
     # The peak learning rate of each self-evolution round's fine-tuning (meta-skill learning

@@ -46,6 +46,11 @@ class ManifestError(RuntimeError):
     pass
 
 
+class PlanChanged(ManifestError):
+    """The run directory's steps are not a prefix of the plan asked for (fewer rounds, or
+    another recipe's steps)."""
+
+
 class ConfigChanged(ManifestError):
     """The run directory holds a run of another config (its hash ``recorded``, now ``now``);
     ``detail`` says what differs, where that is known."""
@@ -192,7 +197,7 @@ class Manifest:
         report = next((Step(**s) for s in data["steps"] if s["name"] == "report"), Step("report"))
         planned = plan[:-1]
         if [s.name for s in recorded] != planned[: len(recorded)] or len(recorded) > len(planned):
-            raise ManifestError(
+            raise PlanChanged(
                 f"{path}: its steps do not match a {rounds}-round plan (a run can gain rounds, "
                 "not lose them)"
             )

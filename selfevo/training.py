@@ -54,8 +54,8 @@ def meta_examples(
 
     With ``false_alarms`` (a departure from the paper), a record judged correct whose task
     writes false alarms (``Task.false_alarm``) also gives a refinement example on its check
-    with a slip (judging it incorrect) whose target is the right answer, kept
-    (``meta_refine_kept``): a refiner that only ever saw real flags changes every answer it
+    with a slip (judging it incorrect) whose target is the reference solution, the same
+    answer (``meta_refine_kept``): a refiner that only ever saw real flags changes every answer it
     is handed, and a critic's checks slip.
     """
     from selfevo.oracle import gold_solution

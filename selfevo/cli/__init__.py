@@ -22,7 +22,7 @@ import sys
 from selfevo import __version__
 from selfevo.cli import bench, data, models, run, serve
 from selfevo.config import ConfigError
-from selfevo.manifest import ManifestError
+from selfevo.manifest import ConfigChanged, PlanChanged
 from selfevo.readers import DataError
 from selfevo.tasks import COMMAND_GROUPS
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except (ConfigError, ManifestError) as exc:  # ConfigChanged is one
+    except (ConfigError, ConfigChanged, PlanChanged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except DataError as exc:

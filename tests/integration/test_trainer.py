@@ -60,6 +60,7 @@ def _config(*overrides: str):
         "train.num_workers=2",
         "train.cpus_per_worker=0.5",
         "train.micro_batch_size=8",
+        "train.gradient_accumulation_steps=1",
         "train.learning_rate=0.01",
         "train.epochs=2",
         "model.max_seq_len=64",
@@ -544,6 +545,10 @@ def test_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, workspace):
     summary = train(
         _config(
             "train.zero_stage=2",
+            # 8 rows a worker a step, as two sorted micro-batches: the resume skips whole
+            # steps' micro-batches.
+            "train.micro_batch_size=4",
+            "train.gradient_accumulation_steps=2",
             "train.checkpoint_every_steps=4",
             "train.max_failures=2",
             "train.epochs=3",

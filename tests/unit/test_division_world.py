@@ -102,7 +102,11 @@ def test_a_false_alarm_is_the_right_answers_check_with_one_slip():
             i for i, (a, b) in enumerate(zip(true_lines, alarm_lines, strict=True)) if a != b
         ]
         slip = changed[0]
-        kinds.add("copy" if alarm_lines[slip] == alarm_lines[-3] else "column")
+        kind = "copy" if alarm_lines[slip] == alarm_lines[-3] else "column"
+        kinds.add(kind)
+        if kind == "column":  # column k (ones first) writes the product's k-th digit
+            slipped_digit = alarm_lines[slip].split("=")[-1].split(" ")[0]
+            assert alarm_lines[-4][1 - slip] == slipped_digit  # line 2 is the ones column
         # The slip, the pairs and the verdict; a column slip also changes the product line.
         assert set(changed) - {slip, len(true_lines) - 4} == {
             len(true_lines) - 2,
