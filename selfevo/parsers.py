@@ -133,10 +133,10 @@ class Answer:
 def _number_value(match: re.Match) -> float | None:
     body = match.group("body").replace(",", "")
     if "/" in body:
-        numerator, denominator = body.split("/")
-        if int(denominator) == 0:
+        numerator, denominator = (Fraction(part) for part in body.split("/"))
+        if denominator == 0:
             return None
-        value = float(Fraction(int(numerator), int(denominator)))
+        value = float(numerator / denominator)  # "8.5/2" as a model may write it
     else:
         value = float(body)
     return -value if match.group("sign") else value

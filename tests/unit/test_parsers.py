@@ -118,6 +118,11 @@ def test_fraction_with_zero_denominator_is_skipped():
     assert extract_answer("1/0 then 4").value == 4
 
 
+def test_a_fraction_with_a_decimal_part_is_read_not_a_crash():
+    # A tiny model wrote "48.5585/3" in an I-SHEEP run; reading it crashed an evaluation.
+    assert extract_answer("48.5585/3").value == pytest.approx(16.18616667)
+
+
 def test_answers_match_tolerance():
     assert answers_match(18.0, 18)
     assert answers_match(0.3333333, 1 / 3)
