@@ -85,8 +85,10 @@ def meta_examples(
                     "meta_refine",
                 )
             )
-        slipped = task_named(r.task).false_alarm(r, r.response) if false_alarms else None
-        if r.judgement == CORRECT and slipped and (target := gold_solution(r)):
+        if not (false_alarms and r.judgement == CORRECT):
+            continue
+        slipped = task_named(r.task).false_alarm(r, r.response)
+        if slipped and (target := gold_solution(r)):
             out.append(
                 TrainExample(
                     f"{r.id}:refine_kept",

@@ -56,10 +56,16 @@ def check(dividend: int, divisor: int, response: str | None) -> tuple[str, str]:
     if len(given) > MAX_ANSWER_DIGITS:
         return INCORRECT, f"{head}\nToo many digits: {given}.\nJudgement: {INCORRECT}"
     lines, product = product_lines(int(given), divisor)
-    padded_product, padded_dividend, pairs = digit_pairs(product, dividend)
     verdict = CORRECT if product == dividend else INCORRECT
+    return verdict, _check_text(head, lines, product, dividend, verdict)
+
+
+def _check_text(head: str, lines: list[str], product: int, dividend: int, verdict: str) -> str:
+    """The check's lines: the equation, the columns, the product and the dividend as written,
+    their digit pairs and the verdict."""
+    padded_product, padded_dividend, pairs = digit_pairs(product, dividend)
     body = [head, *lines, f"={padded_product}", padded_dividend, pairs, f"Judgement: {verdict}"]
-    return verdict, "\n".join(body)
+    return "\n".join(body)
 
 
 def false_alarm(dividend: int, divisor: int, response: str | None, seed: int) -> str | None:
@@ -81,18 +87,15 @@ def false_alarm(dividend: int, divisor: int, response: str | None, seed: int) ->
         digits = str(dividend)
         at = (seed // 2) % len(digits)
         copied = digits[:at] + str((int(digits[at]) + 1) % 10) + digits[at + 1 :]
-        padded_product, padded_dividend, pairs = digit_pairs(product, int(copied))
-    else:
-        column = 1 + (seed // 2) % (len(lines) - 1)
-        equation_part, carry = lines[column].rsplit(" ", 1)
-        left, digit = equation_part.rsplit("=", 1)
-        slipped = (int(digit) + 1) % 10
-        lines[column] = f"{left}={slipped} {carry}"
-        written = list(str(product))  # column k (ones first) wrote the product's k-th digit
-        written[len(written) - column] = str(slipped)
-        padded_product, padded_dividend, pairs = digit_pairs(int("".join(written)), dividend)
-    body = [head, *lines, f"={padded_product}", padded_dividend, pairs, f"Judgement: {INCORRECT}"]
-    return "\n".join(body)
+        return _check_text(head, lines, product, int(copied), INCORRECT)
+    column = 1 + (seed // 2) % (len(lines) - 1)
+    equation_part, carry = lines[column].rsplit(" ", 1)
+    left, digit = equation_part.rsplit("=", 1)
+    slipped = (int(digit) + 1) % 10
+    lines[column] = f"{left}={slipped} {carry}"
+    written = list(str(product))  # column k (ones first) wrote the product's k-th digit
+    written[len(written) - column] = str(slipped)
+    return _check_text(head, lines, int("".join(written)), dividend, INCORRECT)
 
 
 def flawed_solution(dividend: int, divisor: int) -> str:
