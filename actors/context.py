@@ -204,25 +204,23 @@ class RayRunContext:
         examples: list[TrainExample],
         start_from: str,
         out_dir: Path,
-        learning_rate: float | None = None,
+        config: SelfEvoConfig | None = None,
     ) -> StepResult:
-        """Fine-tune ``start_from`` on ``examples`` into ``out_dir/model`` (engines asleep)."""
+        """Fine-tune ``start_from`` on ``examples`` into ``out_dir/model`` (engines asleep),
+        with ``config``'s training settings (a round's: :func:`selfevo.config.round_training`)
+        or the run's."""
+        config = config or self.config
         training_set = write_examples(examples, out_dir / "training_set.parquet")
         self.sleep_engines()
         sources: dict[str, int] = {}
         for example in examples:
             sources[example.source] = sources.get(example.source, 0) + 1
         self.emit(f"[train] {len(examples)} examples {sources} from {start_from}")
-        tokenizer = self.config.model.tokenizer or start_from
-        steps = total_steps(self.config.train, len(examples))
+        tokenizer = config.model.tokenizer or start_from
+        steps = total_steps(config.train, len(examples))
         with _TrainingProgress(out_dir / "model" / "metrics.jsonl", steps, self.emit):
             summary = train(
-                self.config,
-                training_set,
-                start_from,
-                out_dir / "model",
-                tokenizer_path=tokenizer,
-                learning_rate=learning_rate,
+                config, training_set, start_from, out_dir / "model", tokenizer_path=tokenizer
             )
         self.emit(
             f"[train] {summary.steps} steps, final loss {summary.final_loss}, "

@@ -285,11 +285,8 @@ def train(
     output_dir: str | Path,
     *,
     tokenizer_path: str | None = None,
-    learning_rate: float | None = None,
 ) -> TrainSummary:
     """Fine-tune ``model_path`` on a training-set Parquet file; returns where the model went.
-
-    ``learning_rate`` overrides ``train.learning_rate`` (a round's ``round_learning_rate``).
 
     Asking again for an ``output_dir`` that already holds a finished run returns its summary
     and trains nothing.
@@ -308,8 +305,6 @@ def train(
     steps = total_steps(config.train, examples)
     tokenizer_path = tokenizer_path or config.model.tokenizer or model_path
     worker_config = loop_config(config, model_path, tokenizer_path, output_dir, steps)
-    if learning_rate:
-        worker_config["learning_rate"] = learning_rate
     dataset = _training_dataset(training_set)
     started = time.perf_counter()
     (output_dir / FINAL_FILE).unlink(missing_ok=True)

@@ -268,6 +268,9 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     lr_schedule: LRSchedule = LRSchedule.cosine
     epochs: int = 1
+    # The epochs of each self-evolution round's fine-tuning (meta-skill learning uses
+    # epochs); unset, the rounds use epochs too.
+    round_epochs: int | None = None
     max_steps: int = -1
     max_grad_norm: float = 1.0
     # Sort rows by length within groups of 8 micro-batches, so that batches pad less. Faster,
@@ -411,6 +414,7 @@ _RULES: list[tuple[str, Any, str]] = [
     ("train.round_learning_rate", lambda v: v is None or v > 0, "a number > 0, or null"),
     ("train.warmup_ratio", lambda v: 0 <= v < 1, "a number in [0, 1)"),
     ("train.epochs", lambda v: v >= 1, "an integer >= 1"),
+    ("train.round_epochs", lambda v: v is None or v >= 1, "an integer >= 1, or null"),
     ("train.lora.r", lambda v: v >= 1, "an integer >= 1"),
     ("train.cpus_per_worker", lambda v: v > 0, "a number > 0"),
     ("train.gpu_peak_tflops", lambda v: v >= 0, "a number >= 0"),

@@ -18,12 +18,15 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from selfevo.records import CORRECT, INCORRECT, KEPT, REJECTED, Message, Record, Reject
 from selfevo.stages import feedback_prompt, refine_prompt
 from selfevo.templates import answer_messages
+
+if TYPE_CHECKING:
+    from selfevo.config import SelfEvoConfig
 
 
 @dataclass(frozen=True)
@@ -266,3 +269,17 @@ def train_flops_per_token(num_params: int, num_layers: int, hidden: int, seq_len
 def mfu(tokens_per_s: float, flops_per_token: float, peak_flops: float) -> float:
     """Model FLOPs utilisation: achieved training FLOP/s over the hardware's peak."""
     return tokens_per_s * flops_per_token / peak_flops if peak_flops > 0 else 0.0
+
+
+def round_training(config: SelfEvoConfig) -> SelfEvoConfig:
+    """The config a self-evolution round fine-tunes with: ``train.round_learning_rate`` and
+    ``train.round_epochs`` in place of ``learning_rate`` and ``epochs``, where they are set."""
+    train = config.train
+    return replace(
+        config,
+        train=replace(
+            train,
+            learning_rate=train.round_learning_rate or train.learning_rate,
+            epochs=train.round_epochs or train.epochs,
+        ),
+    )

@@ -15,12 +15,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from selfevo.manifest import plan_steps
 from selfevo.records import Record
 from selfevo.stages import Stage
 from selfevo.training import TrainExample
+
+if TYPE_CHECKING:
+    from selfevo.config import SelfEvoConfig
 
 StepResult = tuple[dict[str, str], dict[str, Any]]
 # Steps that are not a round's: their handlers are called with round index 0.
@@ -64,7 +67,7 @@ class RunContext(Protocol):
         examples: list[TrainExample],
         start_from: str,
         out_dir: Path,
-        learning_rate: float | None = None,
+        config: SelfEvoConfig | None = None,
     ) -> StepResult: ...
 
     def serve(self, model: str) -> Any: ...

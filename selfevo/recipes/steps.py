@@ -15,7 +15,7 @@ from selfevo.recipes.base import RunContext, StepResult
 from selfevo.records import Record, status_counts
 from selfevo.report import write_report
 from selfevo.stages import GENERATE, expand_samples, self_chain
-from selfevo.training import mix_training_set, shuffled, starting_model
+from selfevo.training import mix_training_set, round_training, shuffled, starting_model
 
 
 def meta_label(ctx: RunContext, index: int = 0) -> StepResult:
@@ -73,7 +73,7 @@ def train(ctx: RunContext, index: int) -> StepResult:
     origin = ctx.base_model if recipe.restart_from_base else ctx.start_model()
     start = starting_model(train_cfg.mode.value, origin, meta_model, previous)
     out_dir = ctx.run_dir / f"round{index}"
-    return ctx.train(examples, start, out_dir, train_cfg.round_learning_rate)
+    return ctx.train(examples, start, out_dir, round_training(ctx.config))
 
 
 def handoff(ctx: RunContext, index: int) -> StepResult:

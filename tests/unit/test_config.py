@@ -13,6 +13,7 @@ from selfevo.config import (
     list_config_files,
     load_config,
 )
+from selfevo.training import round_training
 
 CONFIG_FILES = list_config_files()
 SECTIONS = ("run", "model", "engine", "sampling", "recipe", "data", "train", "eval", "cluster")
@@ -98,6 +99,7 @@ def test_unknown_key_in_yaml_names_the_file(tmp_path):
         ("recipe.judge_by=vibes", "verdict_line, rederived_answer", "vibes"),
         ("eval.refine_answer=best", "latest, accepted", "best"),
         ("train.round_learning_rate=0", "> 0, or null", "0"),
+        ("train.round_epochs=0", ">= 1, or null", "0"),
         ("engine.cpu_threads=-1", "from cpus_per_engine", "-1"),
         ("recipe.warmup_synthesis_per_problem=0", ">= 1", "0"),
     ],
@@ -108,6 +110,18 @@ def test_bad_value_names_key_expected_and_given(override, expected_part, given_p
         load_config("demo", [override])
     message = str(error.value)
     assert key in message and expected_part in message and given_part in message
+
+
+def test_a_round_trains_with_its_own_rate_and_epochs_where_set():
+    config = load_config("demo", ["train.round_learning_rate=0.0002", "train.round_epochs=3"])
+    round_config = round_training(config)
+    assert (round_config.train.learning_rate, round_config.train.epochs) == (0.0002, 3)
+    # The rest of the training settings, and the run's own config, are untouched.
+    assert round_config.train.micro_batch_size == config.train.micro_batch_size
+    assert (config.train.learning_rate, config.train.epochs) != (0.0002, 3)
+    unset = load_config("demo", ["train.round_learning_rate=null", "train.round_epochs=null"])
+    same = round_training(unset).train
+    assert (same.learning_rate, same.epochs) == (unset.train.learning_rate, unset.train.epochs)
 
 
 def test_cross_field_rules():
