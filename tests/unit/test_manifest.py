@@ -143,7 +143,7 @@ def test_selfevo_run_refuses_another_configs_run_dir_before_ray_starts(tmp_path,
     (tmp_path / "demo" / CONFIG_FILE).write_text(saved)
     code = main(["run", f"run.output_dir={tmp_path}", "train.epochs=1"])
     assert code == 2
-    assert "train.epochs: 3 -> 1" in capsys.readouterr().err
+    assert "train.epochs: 2 -> 1" in capsys.readouterr().err
     assert (tmp_path / "demo" / CONFIG_FILE).read_text() == saved
     # Fewer rounds than the run dir planned: refused the same way, not with a traceback.
     code = main(["run", f"run.output_dir={tmp_path}", "recipe.rounds=0"])
