@@ -46,6 +46,7 @@ def run(
         f"train.zero_stage={zero_stage}",
         f"train.num_workers={workers}",
         f"train.micro_batch_size={micro_batch}",
+        "train.gradient_accumulation_steps=1",
         f"train.max_steps={steps}",
         f"train.use_gpu={str(use_gpu).lower()}",
         f"train.gpu_peak_tflops={peak_tflops}",

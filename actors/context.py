@@ -207,7 +207,7 @@ class RayRunContext:
         config: SelfEvoConfig | None = None,
     ) -> StepResult:
         """Fine-tune ``start_from`` on ``examples`` into ``out_dir/model`` (engines asleep),
-        with ``config``'s training settings (a round's: :func:`selfevo.config.round_training`)
+        with ``config``'s training settings (a round's: :func:`selfevo.training.round_training`)
         or the run's."""
         config = config or self.config
         training_set = write_examples(examples, out_dir / "training_set.parquet")

@@ -113,12 +113,12 @@ def test_bad_value_names_key_expected_and_given(override, expected_part, given_p
 
 
 def test_a_round_trains_with_its_own_rate_and_epochs_where_set():
-    config = load_config("demo", ["train.round_learning_rate=0.0002", "train.round_epochs=3"])
+    config = load_config("demo", ["train.round_learning_rate=0.0005", "train.round_epochs=3"])
     round_config = round_training(config)
-    assert (round_config.train.learning_rate, round_config.train.epochs) == (0.0002, 3)
+    assert (round_config.train.learning_rate, round_config.train.epochs) == (0.0005, 3)
     # The rest of the training settings, and the run's own config, are untouched.
     assert round_config.train.micro_batch_size == config.train.micro_batch_size
-    assert (config.train.learning_rate, config.train.epochs) != (0.0002, 3)
+    assert (config.train.learning_rate, config.train.epochs) != (0.0005, 3)
     unset = load_config("demo", ["train.round_learning_rate=null", "train.round_epochs=null"])
     same = round_training(unset).train
     assert (same.learning_rate, same.epochs) == (unset.train.learning_rate, unset.train.epochs)
