@@ -22,6 +22,19 @@ from selfevo.records import Message
 from selfevo.training import TrainExample
 
 
+def _synthetic_examples(count: int, seq_len: int) -> list[TrainExample]:
+    """Random digit strings sized so a prompt and its answer fill about ``seq_len`` tokens."""
+    rng = random.Random(0)
+    return [
+        TrainExample(
+            str(i),
+            (Message("user", "".join(rng.choice("0123456789+= ") for _ in range(seq_len // 2))),),
+            "".join(rng.choice("0123456789") for _ in range(seq_len // 2 - 40)),
+        )
+        for i in range(count)
+    ]
+
+
 def run(
     zero_stage: int = 2,
     workers: int = 2,
@@ -33,15 +46,7 @@ def run(
     use_gpu: bool = False,
     peak_tflops: float = 0.0,
 ) -> dict[str, Any]:
-    rng = random.Random(0)
-    examples = [
-        TrainExample(
-            str(i),
-            (Message("user", "".join(rng.choice("0123456789+= ") for _ in range(seq_len // 2))),),
-            "".join(rng.choice("0123456789") for _ in range(seq_len // 2 - 40)),
-        )
-        for i in range(steps * micro_batch * workers)
-    ]
+    examples = _synthetic_examples(steps * micro_batch * workers, seq_len)
     overrides = [
         f"train.zero_stage={zero_stage}",
         f"train.num_workers={workers}",
