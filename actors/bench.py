@@ -2,6 +2,8 @@
 
 (a) The HF engine's batched generation against a plain loop calling ``model.generate`` one
     prompt at a time: same tiny model, same prompts, greedy; the outputs must be identical.
+    The engine's static KV cache (its default on CPU) against transformers' dynamic one, on
+    longer generations where the cache's growth shows: same text, tokens/s of each.
 (b) A one-stage pipeline step (generation, as in a round or self-consistency sampling) on a
     local Ray with 1 and then 2 HF engines of one thread each: wall time against the engines'
     mean busy time (``wall_over_busy`` near 1: no engine sat idle, whatever Ray Data's start-up
@@ -71,6 +73,31 @@ def bench_engine(
         "naive_seconds": round(naive_s, 2),
         "outputs_identical": mismatches == 0,
         "mismatches": mismatches,
+    }
+
+
+def bench_kv_cache(
+    model_dir: Path, prompts: list[str], max_new_tokens: int, batch: int
+) -> dict[str, Any]:
+    """The HF engine's batched generation with transformers' static KV cache (written in place,
+    the engine's default on CPU) against the dynamic one (grown by concatenation)."""
+    per_cache: dict[str, Any] = {}
+    for kv_cache in ("dynamic", "static"):
+        engine = HFEngine(str(model_dir), max_batch_size=batch, kv_cache=kv_cache)
+        engine.generate(prompts[:4], GenerationParams(max_new_tokens=4))  # warm-up
+        started = time.perf_counter()
+        results = engine.generate(prompts, GenerationParams(max_new_tokens=max_new_tokens))
+        per_cache[kv_cache] = (_tokens_per_s(results, time.perf_counter() - started), results)
+    (dynamic, dynamic_results), (static, static_results) = per_cache.values()
+    return {
+        "prompts": len(prompts),
+        "max_new_tokens": max_new_tokens,
+        "max_batch_size": batch,
+        "static_tokens_per_s": round(static, 1),
+        "dynamic_tokens_per_s": round(dynamic, 1),
+        "static_over_dynamic": round(static / dynamic, 2),
+        "outputs_identical": [c[0].text for c in static_results]
+        == [c[0].text for c in dynamic_results],
     }
 
 
@@ -239,6 +266,8 @@ def _vllm_pool(
 
 ENGINE_MODEL = {"hidden_size": 64, "num_layers": 2}
 PIPELINE_MODEL = {"hidden_size": 256, "num_layers": 4}
+# Long enough that the cache's growth shows (the dynamic cache copies itself every step).
+KV_CACHE_NEW_TOKENS = 128
 # The pipeline's batches: smaller than the engine part's, so the last ones balance over engines.
 PIPELINE_BATCH = 32
 
@@ -269,7 +298,11 @@ def run(
             "engine": {
                 "model": ENGINE_MODEL,
                 **bench_engine(engine_model, texts[:512], max_new_tokens, batch),
-            }
+            },
+            "kv_cache": {
+                "model": ENGINE_MODEL,
+                **bench_kv_cache(engine_model, texts[:256], KV_CACHE_NEW_TOKENS, batch),
+            },
         }
         if pipeline or vllm:
             model_dir = _model(tmp, "pipeline", PIPELINE_MODEL)
@@ -293,6 +326,12 @@ def format_report(report: dict[str, Any]) -> str:
         f"{engine['naive_tokens_per_s']} tok/s: {engine['speedup']}x, "
         f"outputs identical: {engine['outputs_identical']}",
     ]
+    kv = report["kv_cache"]
+    lines.append(
+        f"kv cache ({kv['prompts']} prompts, {kv['max_new_tokens']} new tokens): static "
+        f"{kv['static_tokens_per_s']} tok/s vs dynamic {kv['dynamic_tokens_per_s']} tok/s: "
+        f"{kv['static_over_dynamic']}x, outputs identical: {kv['outputs_identical']}"
+    )
     if "pipeline" in report:
         pipe = report["pipeline"]
         lines.append(f"pipeline (one generate stage, HF engines): scaling {pipe['scaling']}x")

@@ -83,6 +83,9 @@ def test_engine_bench_checks_outputs_are_identical(capsys):
     engine = report["engine"]
     assert engine["prompts"] == 24 and engine["outputs_identical"] and engine["mismatches"] == 0
     assert engine["batched_tokens_per_s"] > 0 and engine["naive_tokens_per_s"] > 0
+    kv_cache = report["kv_cache"]  # the static KV cache decodes what the dynamic one does
+    assert kv_cache["prompts"] == 24 and kv_cache["outputs_identical"]
+    assert kv_cache["static_tokens_per_s"] > 0 and kv_cache["dynamic_tokens_per_s"] > 0
 
 
 def test_generated_jsonl_reads_back_as_records(ray_cluster, varied_model_dirs, tmp_path, capsys):
