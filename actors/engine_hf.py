@@ -127,7 +127,13 @@ class HFEngine:
             "do_sample": not params.greedy,
         }
         if self.kv_cache == "static":
-            kwargs["cache_implementation"] = "static"
+            # A cache sized for this batch, not transformers' own static cache: that one keeps
+            # the longest length any call has needed, and attention reads all of it each step.
+            from transformers import StaticCache
+
+            kwargs["past_key_values"] = StaticCache(
+                config=self.model.config, max_cache_len=width + params.max_new_tokens
+            )
         if not params.greedy:
             kwargs.update(
                 temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or None

@@ -376,7 +376,8 @@ def train_micro_batch(
         tokens = float(batch["tokens"])
     else:
         batch = collate(examples, pad_id, worker.device)
-        inputs = {"attention_mask": batch["attention_mask"]}
+        # No KV cache: the model would otherwise build one per forward pass and never read it.
+        inputs = {"attention_mask": batch["attention_mask"], "use_cache": False}
         tokens = float(batch["attention_mask"].sum())
     for group in worker.optimizer.param_groups:
         group["lr"] = lr

@@ -77,5 +77,5 @@ def test_runs_reserve_what_the_simulation_reserves():
     assert engine_bundle(config) == {"CPU": 8.0, "GPU": 4.0}
     assert trainer_worker_resources(config) == {"CPU": 6.0, "GPU": 1.0}
     demo = load_config("demo")  # HF engines on CPU reserve no GPU
-    assert engine_bundle(demo) == {"CPU": 0.5}
+    assert engine_bundle(demo) == {"CPU": 0.25}
     assert trainer_worker_resources(demo) == {"CPU": 0.75}

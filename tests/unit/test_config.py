@@ -237,8 +237,9 @@ def test_engine_threads_follow_its_cpus_unless_set():
     from actors.engines import engine_kwargs
 
     assert engine_kwargs(load_config("demo", ["engine.cpu_threads=0"]))["num_threads"] == 1
-    assert engine_kwargs(load_config("demo", ["engine.cpus_per_engine=3"]))["num_threads"] == 2
-    assert engine_kwargs(load_config("demo", []))["num_threads"] == 2  # the demo's turn-taking
+    assert engine_kwargs(load_config("demo", ["engine.cpu_threads=2"]))["num_threads"] == 2
+    set_threads = ["engine.cpus_per_engine=3", "engine.cpu_threads=2"]
+    assert engine_kwargs(load_config("demo", set_threads))["num_threads"] == 2
     custom = ["engine.cpu_threads=0", "engine.cpus_per_engine=3"]
     assert engine_kwargs(load_config("demo", custom))["num_threads"] == 3
 
