@@ -5,11 +5,13 @@ by length and cut into batches of at most ``max_batch_size`` (length bucketing k
 small), left-padded, and decoded together. Greedy results equal one-prompt-at-a-time
 ``model.generate``: padding is masked and position ids follow the mask.
 
-On CPU the KV cache is transformers' static one, allocated once per batch and written in place:
-the default dynamic cache grows by concatenation, and copying it every step was half of
-decoding's time on two CPU cores (``selfevo bench generate`` measures both). On CUDA the
-dynamic cache stays: there transformers would ``torch.compile`` the forward for a static cache
-and compile again for every new batch shape.
+On CPU the KV cache is transformers' static one, allocated for each batch and written in
+place: the default dynamic cache grows by concatenation, and copying it every step was half of
+decoding's time on two CPU cores (``selfevo bench generate`` measures both). Elsewhere the
+dynamic cache stays (on CUDA transformers would ``torch.compile`` the forward for a static
+cache and compile again for every new batch shape), and so does it for models a static cache
+does not fit: remote code, models without transformers' ``Cache``, and checkpoints whose
+generation config names a cache of their own.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ class HFEngine:
         device: ``auto``, ``cpu`` or ``cuda[:i]``.
         max_batch_size: the most sequences decoded together.
         num_threads: torch CPU threads (None leaves torch's default).
-        kv_cache: ``auto`` (static on CPU, dynamic on CUDA), ``static`` or ``dynamic``.
+        kv_cache: ``auto`` (static on CPU where the model takes it, else dynamic),
+            ``static`` or ``dynamic``.
     """
 
     backend = "hf"
@@ -69,8 +72,6 @@ class HFEngine:
         self.dtype = dtype
         self.trust_remote_code = trust_remote_code
         self.max_batch_size = max_batch_size
-        if kv_cache == "auto":
-            kv_cache = "dynamic" if self.device.startswith("cuda") else "static"
         self.kv_cache = kv_cache
         self.tokenizer = load_tokenizer(tokenizer or model, trust_remote_code)
         self.model = self._load(model)
@@ -126,7 +127,7 @@ class HFEngine:
             "pad_token_id": pad,
             "do_sample": not params.greedy,
         }
-        if self.kv_cache == "static":
+        if self._static_cache():
             # A cache sized for this batch, not transformers' own static cache: that one keeps
             # the longest length any call has needed, and attention reads all of it each step.
             from transformers import StaticCache
@@ -151,6 +152,19 @@ class HFEngine:
             ]
             for i, ids in enumerate(batch)
         ]
+
+    def _static_cache(self) -> bool:
+        """Whether to decode with a static KV cache (asked each call: a weight load may bring
+        another model)."""
+        if self.kv_cache != "auto":
+            return self.kv_cache == "static"
+        model = self.model
+        return (
+            self.device == "cpu"
+            and not model.is_custom_code()
+            and getattr(model, "_supports_default_dynamic_cache", lambda: False)()
+            and model.generation_config.cache_implementation is None
+        )
 
     def _completion(self, tokens: list[int], params: GenerationParams) -> Completion:
         eos_ids = self._eos_ids()

@@ -419,7 +419,9 @@ def _check_packing(worker: TrainWorker, examples: list, packed: dict[str, Any]) 
     model.eval()  # dropout off: both losses of the same function
     with torch.no_grad():
         padded_logits = model(
-            input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]
+            input_ids=padded["input_ids"],
+            attention_mask=padded["attention_mask"],
+            use_cache=False,
         ).logits
         packed_logits = model(
             input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False

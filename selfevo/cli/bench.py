@@ -12,20 +12,32 @@ from selfevo.cli.common import stderr_for_libraries
 def register(commands) -> None:
     bench = commands.add_parser("bench", help="measure speed")
     what = bench.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
+    _register_generate(what)
+    _register_train_and_serve(what)
+    _register_gpu(what)
+
+
+def _register_generate(what) -> None:
     gen = what.add_parser(
         "generate",
-        help="engine batching gain, pipeline scaling over 1 and 2 engines, vLLM vs HF and pool",
+        help="engine batching gain, static vs dynamic KV cache, pipeline scaling over 1 and 2 "
+        "engines, vLLM vs HF and pool",
     )
     gen.add_argument("--json", action="store_true", help="print the report as JSON")
     gen.add_argument("--prompts", type=int, default=1024)
-    gen.add_argument("--max-new-tokens", type=int, default=32)
-    gen.add_argument("--batch-size", type=int, default=64)
     gen.add_argument(
-        "--engine-only", action="store_true", help="only the HF engine's batching gain"
+        "--max-new-tokens",
+        type=int,
+        default=32,
+        help="new tokens a prompt (the KV-cache part always decodes 128)",
     )
+    gen.add_argument("--batch-size", type=int, default=64)
+    gen.add_argument("--engine-only", action="store_true", help="only the HF engine's parts")
     gen.add_argument("--no-vllm", action="store_true", help="skip the vLLM comparison")
     gen.set_defaults(func=cmd_bench_generate)
 
+
+def _register_train_and_serve(what) -> None:
     train = what.add_parser(
         "train", help="training tokens/s (and MFU on GPU) through Ray Train + DeepSpeed"
     )
@@ -49,6 +61,8 @@ def register(commands) -> None:
     served.add_argument("--backend", default="hf", choices=["hf", "vllm"])
     served.set_defaults(func=cmd_bench_serve)
 
+
+def _register_gpu(what) -> None:
     gpu = what.add_parser(
         "gpu",
         help="engine, ZeRO training step (MFU), weight handoff and peak memory vs selfevo plan, "

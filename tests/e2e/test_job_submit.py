@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from selfevo.config import load_config
 from tests.conftest import REQUIRE_VLLM
 
 pytestmark = pytest.mark.integration
@@ -117,7 +118,8 @@ def _engine_backend() -> list[str]:
     from actors.engine_vllm import vllm_available
 
     if vllm_available() or REQUIRE_VLLM:
-        return ["engine.backend=vllm", "engine.enforce_eager=true"]
+        # One vLLM engine: each CPU engine holds its own KV cache and engine-core process.
+        return ["engine.backend=vllm", "engine.enforce_eager=true", "engine.num_engines=1"]
     return ["engine.backend=hf"]
 
 
@@ -153,7 +155,8 @@ def test_ray_job_submit_runs_the_reduced_demo(ray_head, tmp_path, reduced_demo):
     assert (run_dir / "round1/model/hf/model.safetensors").is_file()
     handoff = next(s for s in manifest["steps"] if s["name"] == "round1.handoff")
     assert handoff["metrics"]["backends"] == [backend[0].split("=")[1]]
-    assert handoff["metrics"]["engines_awake"] == handoff["metrics"]["engines"] == 1
+    engines = load_config("demo", overrides).engine.num_engines
+    assert handoff["metrics"]["engines_awake"] == handoff["metrics"]["engines"] == engines
 
 
 def test_submit_helper_follows_a_failed_job_and_exits_1(ray_head, tmp_path):

@@ -155,3 +155,29 @@ def test_concurrent_requests_are_merged_and_answer_as_alone(varied_model_dirs):
     # A seeded sampled request runs alone, so it repeats exactly whatever arrived with it.
     assert [c[0].text for c in results[3]] == sampled_alone
     assert merged >= 1
+
+
+def _texts(results) -> list[str]:
+    return [c.text for completions in results for c in completions]
+
+
+def test_the_static_kv_cache_decodes_as_the_dynamic_one_and_steps_aside(varied_model_dirs):
+    model = str(varied_model_dirs[0])
+    prompts = arithmetic_prompts(32)
+    static, dynamic = HFEngine(model, kv_cache="static"), HFEngine(model, kv_cache="dynamic")
+    sampled = GenerationParams(max_new_tokens=24, temperature=0.7, n=2, seed=5)
+    for params in (GREEDY, sampled):
+        assert _texts(static.generate(prompts, params)) == _texts(dynamic.generate(prompts, params))
+    auto = HFEngine(model)
+    assert auto._static_cache()  # on CPU, a model transformers builds
+    # A checkpoint that names its own cache keeps it: transformers refuses a cache of ours too.
+    for engine in (auto, static):
+        engine.model.generation_config.cache_implementation = "dynamic"
+    assert not auto._static_cache()
+    assert _texts(auto.generate(prompts[:4], GREEDY)) == _texts(
+        dynamic.generate(prompts[:4], GREEDY)
+    )
+    with pytest.raises(ValueError, match="cache_implementation"):
+        static.generate(prompts[:4], GREEDY)
+    with pytest.raises(ValueError, match="kv_cache='paged'"):
+        HFEngine(model, kv_cache="paged")

@@ -89,6 +89,7 @@ def _context(tmp_path: Path, backend: str, model: Path) -> RayRunContext:
     overrides = [
         f"engine.backend={backend}",
         "engine.enforce_eager=true",
+        "engine.num_engines=1",
         f"model.name_or_path={model}",
         "train.lora.enabled=true",
         "train.lora.merge=false",

@@ -236,6 +236,8 @@ def test_configs_compose_forward_a_recipe_then_a_scale_overlay(capsys):
 def test_engine_threads_follow_its_cpus_unless_set():
     from actors.engines import engine_kwargs
 
+    demo = load_config("demo")  # two one-thread engines that take turns with the trainer
+    assert (demo.engine.num_engines, engine_kwargs(demo)["num_threads"]) == (2, 1)
     assert engine_kwargs(load_config("demo", ["engine.cpu_threads=0"]))["num_threads"] == 1
     assert engine_kwargs(load_config("demo", ["engine.cpu_threads=2"]))["num_threads"] == 2
     set_threads = ["engine.cpus_per_engine=3", "engine.cpu_threads=2"]
