@@ -49,6 +49,7 @@ def engine_kwargs(config: SelfEvoConfig, model_path: str | None = None) -> dict[
         "dtype": model.dtype.value,
         "trust_remote_code": model.trust_remote_code,
         "max_batch_size": engine.max_batch_size,
+        "kv_cache": engine.kv_cache.value,
         "tensor_parallel_size": engine.tensor_parallel_size,
         "gpu_memory_utilization": engine.gpu_memory_utilization,
         "max_num_seqs": engine.max_num_seqs,

@@ -50,6 +50,12 @@ class Backend(str, enum.Enum):
     vllm = "vllm"
 
 
+class KVCache(str, enum.Enum):
+    auto = "auto"
+    static = "static"
+    dynamic = "dynamic"
+
+
 class DType(str, enum.Enum):
     auto = "auto"
     float32 = "float32"
@@ -134,6 +140,9 @@ class EngineConfig:
     cpu_threads: int = 0
     # HF backend: the most sequences decoded together in one batch.
     max_batch_size: int = 64
+    # HF backend's KV cache: auto (a static cache on CPU where the model takes one, else
+    # transformers' dynamic cache), static or dynamic.
+    kv_cache: KVCache = KVCache.auto
     # vLLM backend.
     gpu_memory_utilization: float = 0.85
     max_num_seqs: int = 256

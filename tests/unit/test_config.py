@@ -92,6 +92,7 @@ def test_unknown_key_in_yaml_names_the_file(tmp_path):
     [
         ("train.epochs=abc", "Integer", "abc"),
         ("engine.backend=tpu", "auto, hf, vllm", "tpu"),
+        ("engine.kv_cache=paged", "auto, static, dynamic", "paged"),
         ("train.zero_stage=5", "one of [0, 1, 2, 3]", "5"),
         ("sampling.top_p=0", "(0, 1]", "0"),
         ("train.use_gpu=maybe", "bool", "maybe"),
@@ -238,6 +239,8 @@ def test_engine_threads_follow_its_cpus_unless_set():
 
     demo = load_config("demo")  # two one-thread engines that take turns with the trainer
     assert (demo.engine.num_engines, engine_kwargs(demo)["num_threads"]) == (2, 1)
+    assert engine_kwargs(demo)["kv_cache"] == "auto"
+    assert engine_kwargs(load_config("demo", ["engine.kv_cache=dynamic"]))["kv_cache"] == "dynamic"
     assert engine_kwargs(load_config("demo", ["engine.cpu_threads=0"]))["num_threads"] == 1
     assert engine_kwargs(load_config("demo", ["engine.cpu_threads=2"]))["num_threads"] == 2
     set_threads = ["engine.cpus_per_engine=3", "engine.cpu_threads=2"]
