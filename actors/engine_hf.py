@@ -23,12 +23,13 @@ from typing import Any
 import torch
 
 from actors.models import encode_prompt, load_model, load_tokenizer
+from selfevo.config import KVCache
 from selfevo.generation import LENGTH, STOP, Completion, EngineStats, GenerationParams
 from selfevo.records import Message
 from selfevo.templates import render_prompt
 
 Prompt = str | list[Message]
-KV_CACHES = {"auto", "static", "dynamic"}
+KV_CACHES = {kind.value for kind in KVCache}  # the config's choices
 
 
 class EngineAsleepError(RuntimeError):
