@@ -249,8 +249,12 @@ def run_configured(
     feedback_params: GenerationParams,
     emit: Callable[[str], None] = print,
 ) -> list[Record]:
-    """:func:`run_pipeline` with ``config``'s template set and batch size; the rows out.
+    """:func:`run_pipeline` with ``config``'s template set and batch size; the rows out, in
+    the order they went in.
 
+    Rows stream out in whichever order their batches finish, which varies from run to run;
+    returning them in input order keeps every order-dependent step after this one (a seeded
+    draw over the rows, a first-wins dedup) the same in every run of a config.
     Its progress lines are named after the output's last three folders (``run/round1/critique``),
     so no two steps' lines read alike."""
     result = run_pipeline(
@@ -265,7 +269,8 @@ def run_configured(
         emit=emit,
         progress_name="/".join(Path(out_dir).parts[-3:]),
     )
-    return read_records(result.output_path)
+    position = {record.id: index for index, record in enumerate(records)}
+    return sorted(read_records(result.output_path), key=lambda record: position[record.id])
 
 
 def _staged_dataset(

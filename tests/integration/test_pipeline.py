@@ -10,8 +10,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from actors.pipeline import run_pipeline  # noqa: E402
+from actors.pipeline import run_configured, run_pipeline  # noqa: E402
 from actors.pool import EnginePool  # noqa: E402
+from selfevo.config import load_config  # noqa: E402
 from selfevo.generation import GenerationParams  # noqa: E402
 from selfevo.records import PENDING, Record, table_to_records  # noqa: E402
 from selfevo.stages import FEEDBACK, GENERATE, REDERIVED_ANSWER, expand_samples, self_chain  # noqa: E402
@@ -149,6 +150,20 @@ def test_one_stage_step_spreads_over_every_engine(pool, tmp_path):
     served = [engine["prompts"] for engine in pool.stats()["engines"]]
     assert sum(served) == 64
     assert min(served) >= 16, f"one engine sat idle: prompts per engine {served}"
+
+
+def test_a_step_gets_its_rows_back_in_the_order_they_went_in(pool, tmp_path):
+    # Batches finish in whichever order the two engines serve them; order-dependent steps
+    # after a pipeline (I-SHEEP's seeded warm-up draws, its first-wins dedup) must not see it.
+    records = _records(48)
+    records = records[1::2][::-1] + records[::2]  # neither input nor id order is sorted
+    for record in records[:8]:  # the first batch runs longest, so it finishes after others
+        record.prompt = (record.prompt or "") + " Think." * 60
+    config = load_config(None, ["engine.max_batch_size=8"])
+    chain = self_chain(0, [GENERATE], with_filter=False)
+    rows = run_configured(records, pool.router, chain, tmp_path, config, PARAMS, PARAMS, print)
+    assert [r.id for r in rows] == [r.id for r in records]
+    assert all(r.response is not None for r in rows)
 
 
 def _assert_every_row_once_or_pending(result, records):
