@@ -76,7 +76,8 @@ def test_reduced_isheep_accounts_for_every_synthesized_instruction(ray_cluster, 
     # Every accepted instruction was answered (sampling.n times) and assessed, and each
     # answer left the filter once.
     filtered = _records(run_dir / "round1/filtered.parquet")
-    assert sorted(r.prompt_id for r in filtered) == sorted(accepted * 2)
+    answers = load_config("recipes/isheep_demo").sampling.n
+    assert sorted(r.prompt_id for r in filtered) == sorted(accepted * answers)
     assert len({r.id for r in filtered}) == len(filtered)
     _all_final(filtered)
     for r in filtered:
