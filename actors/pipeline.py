@@ -6,9 +6,12 @@ batches in flight (:func:`batches_in_flight`: at least two per engine, and for v
 to fill its running batch), so every engine stays busy even in a one-stage step, and batch k+1
 is generated while batch k is critiqued. Every stage writes its output batches as
 Parquet under ``<out_dir>/stages/<n>-<stage>/``; the driver streams the final rows into
-``<out_dir>/output.parquet``, prints progress, and checks that every input row came out
-exactly once. A batch whose engine call fails for good is rejected row by row with the error
-as the reason; the run goes on.
+``<out_dir>/output.parquet``, prints progress, checks that every input row came out exactly
+once, and puts the file's rows back in input order (they stream out in whichever order their
+batches finish, which varies from run to run; every step after, which reads the file, then
+sees the same order in every run of a config: a seeded draw over the rows, a first-wins
+dedup, the next step's batches). A batch whose engine call fails for good is rejected row by
+row with the error as the reason; the run goes on.
 """
 
 from __future__ import annotations
@@ -203,8 +206,8 @@ def run_pipeline(
     """Run ``records`` through ``chain`` on the engine pool behind ``router``.
 
     Returns:
-        Where the output is and what happened to every row. Raises AccountingError if the
-        output does not hold each input id exactly once.
+        Where the output is (its rows in input order) and what happened to every row. Raises
+        AccountingError if the output does not hold each input id exactly once.
     """
     out_dir = Path(out_dir)
     (out_dir / "stages").mkdir(parents=True, exist_ok=True)
@@ -230,6 +233,7 @@ def run_pipeline(
     with _Progress(*progress_args) as progress:
         seen, counts = _write_output(dataset, output_path, progress)
     _check_accounting(input_ids, seen)
+    pq.write_table(in_input_order(pq.read_table(output_path), input_ids), output_path)
     return PipelineResult(
         output_path=output_path,
         rows=sum(seen.values()),
@@ -252,9 +256,6 @@ def run_configured(
     """:func:`run_pipeline` with ``config``'s template set and batch size; the rows out, in
     the order they went in.
 
-    Rows stream out in whichever order their batches finish, which varies from run to run;
-    returning them in input order keeps every order-dependent step after this one (a seeded
-    draw over the rows, a first-wins dedup) the same in every run of a config.
     Its progress lines are named after the output's last three folders (``run/round1/critique``),
     so no two steps' lines read alike."""
     result = run_pipeline(
@@ -269,8 +270,7 @@ def run_configured(
         emit=emit,
         progress_name="/".join(Path(out_dir).parts[-3:]),
     )
-    position = {record.id: index for index, record in enumerate(records)}
-    return sorted(read_records(result.output_path), key=lambda record: position[record.id])
+    return read_records(result.output_path)
 
 
 def _staged_dataset(
@@ -315,6 +315,13 @@ def _write_output(dataset, output_path: Path, progress) -> tuple[Counter[str], C
             counts.update(status_counts(table_to_records(batch)))
             progress.done += batch.num_rows
     return seen, counts
+
+
+def in_input_order(table: pa.Table, input_ids: list[str]) -> pa.Table:
+    """``table``'s rows (one per id of ``input_ids``) in the order of ``input_ids``."""
+    position = {row_id: index for index, row_id in enumerate(input_ids)}
+    ids = table.column("id").to_pylist()
+    return table.take(sorted(range(len(ids)), key=lambda row: position[ids[row]]))
 
 
 def _check_accounting(input_ids: list[str], seen: Counter[str]) -> None:

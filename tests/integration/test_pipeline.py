@@ -10,11 +10,11 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from actors.pipeline import run_configured, run_pipeline  # noqa: E402
+from actors.pipeline import in_input_order, run_configured, run_pipeline  # noqa: E402
 from actors.pool import EnginePool  # noqa: E402
 from selfevo.config import load_config  # noqa: E402
 from selfevo.generation import GenerationParams  # noqa: E402
-from selfevo.records import PENDING, Record, table_to_records  # noqa: E402
+from selfevo.records import PENDING, Record, records_to_table, table_to_records  # noqa: E402
 from selfevo.stages import FEEDBACK, GENERATE, REDERIVED_ANSWER, expand_samples, self_chain  # noqa: E402
 from tests.conftest import arithmetic_prompts  # noqa: E402
 
@@ -154,16 +154,29 @@ def test_one_stage_step_spreads_over_every_engine(pool, tmp_path):
 
 def test_a_step_gets_its_rows_back_in_the_order_they_went_in(pool, tmp_path):
     # Batches finish in whichever order the two engines serve them; order-dependent steps
-    # after a pipeline (I-SHEEP's seeded warm-up draws, its first-wins dedup) must not see it.
+    # after a pipeline (I-SHEEP's seeded warm-up draws, its first-wins dedup) must not see it,
+    # whether they take the rows returned or read the step's output file.
     records = _records(48)
     records = records[1::2][::-1] + records[::2]  # neither input nor id order is sorted
-    for record in records[:8]:  # the first batch runs longest, so it finishes after others
+    for record in records[:8]:  # the first batch runs longest, so it often finishes last
         record.prompt = (record.prompt or "") + " Think." * 60
     config = load_config(None, ["engine.max_batch_size=8"])
     chain = self_chain(0, [GENERATE], with_filter=False)
     rows = run_configured(records, pool.router, chain, tmp_path, config, PARAMS, PARAMS, print)
     assert [r.id for r in rows] == [r.id for r in records]
     assert all(r.response is not None for r in rows)
+    written = pq.read_table(tmp_path / "output.parquet").column("id").to_pylist()
+    assert written == [r.id for r in records]
+
+
+def test_rows_are_put_back_in_input_order_whatever_order_they_finished_in():
+    finished = records_to_table(_records(10)[::-1])  # stream order: last batch first
+    wanted = [f"p{i}#0" for i in (3, 1, 4, 0, 5, 9, 2, 6, 8, 7)]
+    ordered = in_input_order(finished, wanted)
+    assert ordered.column("id").to_pylist() == wanted
+    assert sorted(ordered.column("prompt").to_pylist()) == sorted(
+        finished.column("prompt").to_pylist()
+    )
 
 
 def _assert_every_row_once_or_pending(result, records):
