@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
 
@@ -319,9 +320,8 @@ def _write_output(dataset, output_path: Path, progress) -> tuple[Counter[str], C
 
 def in_input_order(table: pa.Table, input_ids: list[str]) -> pa.Table:
     """``table``'s rows (one per id of ``input_ids``) in the order of ``input_ids``."""
-    position = {row_id: index for index, row_id in enumerate(input_ids)}
-    ids = table.column("id").to_pylist()
-    return table.take(sorted(range(len(ids)), key=lambda row: position[ids[row]]))
+    positions = pc.index_in(table.column("id"), value_set=pa.array(input_ids, pa.string()))
+    return table.take(pc.sort_indices(positions))
 
 
 def _check_accounting(input_ids: list[str], seen: Counter[str]) -> None:
