@@ -6,7 +6,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from actors.engine_hf import EngineAsleepError, HFEngine, generate_unbatched  # noqa: E402
+from actors.engine_hf import (  # noqa: E402
+    EngineAsleepError,
+    HFEngine,
+    generate_unbatched,
+    written_prefix_cache,
+)
 from actors.engines import build_engine, choose_backend  # noqa: E402
 from selfevo.generation import LENGTH, STOP, GenerationParams  # noqa: E402
 from tests.conftest import arithmetic_prompts  # noqa: E402
@@ -159,6 +164,22 @@ def test_concurrent_requests_are_merged_and_answer_as_alone(varied_model_dirs):
 
 def _texts(results) -> list[str]:
     return [c.text for completions in results for c in completions]
+
+
+def test_the_static_cache_hands_attention_only_the_written_positions(varied_model_dirs):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(varied_model_dirs[0]))
+    cache = written_prefix_cache(config, max_cache_len=10)
+    heads, dim = config.num_key_value_heads, config.hidden_size // config.num_attention_heads
+    prompt = torch.randn(2, heads, 3, dim)
+    keys, values = cache.update(prompt, prompt + 1, layer_idx=0)
+    assert keys.shape[-2] == values.shape[-2] == 3 and torch.equal(keys, prompt)
+    assert cache.get_mask_sizes(1, layer_idx=0) == (4, 0)  # the next token's mask: 3 + 1
+    step = torch.randn(2, heads, 1, dim)
+    keys, _ = cache.update(step, step, layer_idx=0)
+    assert keys.shape[-2] == 4 and torch.equal(keys[:, :, 3:], step)
+    assert cache.layers[0].keys.shape[-2] == 10  # allocated once, written in place
 
 
 def test_the_static_kv_cache_decodes_as_the_dynamic_one_and_steps_aside(varied_model_dirs):
