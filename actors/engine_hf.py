@@ -24,12 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers.cache_utils import (
-    STATIC_LAYER_TYPE_MAPPING,
-    Cache,
-    StaticLayer,
-    get_layer_types_and_kwargs,
-)
+from transformers import StaticCache
+from transformers.cache_utils import StaticLayer
 
 from actors.models import encode_prompt, load_model, load_tokenizer
 from selfevo.config import KVCache
@@ -138,10 +134,15 @@ class HFEngine:
             "do_sample": not params.greedy,
         }
         if self._static_cache():
-            # A cache sized for this batch, not transformers' own static cache: that one keeps
-            # the longest length any call has needed, and attention reads all of it each step.
-            kwargs["past_key_values"] = written_prefix_cache(
-                self.model.config, max_cache_len=width + params.max_new_tokens
+            # A cache sized for this batch, not the one generate() keeps for a model's
+            # cache_implementation="static": that one keeps the longest length any call has
+            # needed. The written prefix is for CPU only: on CUDA (kv_cache="static")
+            # transformers compiles the forward, and a key length growing each step would
+            # recompile it.
+            kwargs["past_key_values"] = batch_static_cache(
+                self.model.config,
+                max_cache_len=width + params.max_new_tokens,
+                written_prefix=self.device == "cpu",
             )
         if not params.greedy:
             kwargs.update(
@@ -272,17 +273,31 @@ class WrittenPrefixLayer(StaticLayer):
         return int(self.get_seq_length()) + query_length, 0
 
 
-def written_prefix_cache(config: Any, max_cache_len: int) -> Cache:
-    """A static KV cache of ``max_cache_len`` positions; its full-attention layers are
-    :class:`WrittenPrefixLayer` (sliding-window and other layers keep transformers' kinds)."""
-    layer_types, layer_kwargs = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
-    layers = []
-    for layer_type, kwargs in zip(layer_types, layer_kwargs, strict=True):
-        kind = STATIC_LAYER_TYPE_MAPPING[layer_type]
-        if kind is StaticLayer:
-            kind = WrittenPrefixLayer
-        layers.append(kind(max_cache_len=max_cache_len, **kwargs))
-    return Cache(layers=layers)
+# Models whose generation code builds a full-length mask for any StaticCache (BLOOM's ALiBi
+# bias): they keep transformers' static layers.
+FULL_LENGTH_STATIC_MODELS = frozenset({"bloom"})
+
+
+def batch_static_cache(config: Any, max_cache_len: int, *, written_prefix: bool) -> StaticCache:
+    """transformers' static cache of ``max_cache_len`` positions; with ``written_prefix``, its
+    plain full-attention layers become :class:`WrittenPrefixLayer` (sliding-window and
+    linear-attention layers stay; a model with other static kinds keeps them all, as the
+    masks of its layers must agree)."""
+    cache = StaticCache(config=config, max_cache_len=max_cache_len)
+    if not written_prefix or config.model_type in FULL_LENGTH_STATIC_MODELS:
+        return cache
+    full = [
+        layer for layer in cache.layers if isinstance(layer, StaticLayer) and not layer.is_sliding
+    ]
+    if not full or any(type(layer) is not StaticLayer for layer in full):
+        return cache
+    cache.layers = [
+        WrittenPrefixLayer(max_cache_len=layer.max_cache_len)
+        if type(layer) is StaticLayer
+        else layer
+        for layer in cache.layers
+    ]
+    return cache
 
 
 def generate_unbatched(engine: HFEngine, prompt: Prompt, max_new_tokens: int) -> Completion:

@@ -9,8 +9,8 @@ torch = pytest.importorskip("torch")
 from actors.engine_hf import (  # noqa: E402
     EngineAsleepError,
     HFEngine,
+    batch_static_cache,
     generate_unbatched,
-    written_prefix_cache,
 )
 from actors.engines import build_engine, choose_backend  # noqa: E402
 from selfevo.generation import LENGTH, STOP, GenerationParams  # noqa: E402
@@ -170,7 +170,7 @@ def test_the_static_cache_hands_attention_only_the_written_positions(varied_mode
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(str(varied_model_dirs[0]))
-    cache = written_prefix_cache(config, max_cache_len=10)
+    cache = batch_static_cache(config, max_cache_len=10, written_prefix=True)
     heads, dim = config.num_key_value_heads, config.hidden_size // config.num_attention_heads
     prompt = torch.randn(2, heads, 3, dim)
     keys, values = cache.update(prompt, prompt + 1, layer_idx=0)
@@ -180,6 +180,37 @@ def test_the_static_cache_hands_attention_only_the_written_positions(varied_mode
     keys, _ = cache.update(step, step, layer_idx=0)
     assert keys.shape[-2] == 4 and torch.equal(keys[:, :, 3:], step)
     assert cache.layers[0].keys.shape[-2] == 10  # allocated once, written in place
+
+
+def test_sliding_window_layers_keep_their_kind_and_decode_as_the_dynamic_cache(
+    varied_model_dirs, tmp_path
+):
+    """A model of a full and a sliding-window layer (Qwen2's max_window_layers): only the full
+    one reads the written prefix, and greedy and sampled text equal the dynamic cache's."""
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(str(varied_model_dirs[0]))
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True,
+        max_window_layers=1, sliding_window=8, initializer_range=0.3, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    Qwen2ForCausalLM(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    cache = batch_static_cache(config, max_cache_len=32, written_prefix=True)
+    kinds = [type(layer).__name__ for layer in cache.layers]
+    assert kinds == ["WrittenPrefixLayer", "StaticSlidingWindowLayer"], kinds
+    static = HFEngine(str(tmp_path), kv_cache="static")
+    dynamic = HFEngine(str(tmp_path), kv_cache="dynamic")
+    prompts = arithmetic_prompts(12, seed=4)  # longer than the window: it slides
+    sampled = GenerationParams(max_new_tokens=16, temperature=0.7, n=2, seed=3)
+    for params in (GREEDY, sampled):
+        texts = _texts(static.generate(prompts, params))
+        assert len(set(texts)) > 6
+        assert texts == _texts(dynamic.generate(prompts, params))
 
 
 def test_the_static_kv_cache_decodes_as_the_dynamic_one_and_steps_aside(varied_model_dirs):
