@@ -8,9 +8,10 @@ small), left-padded, and decoded together. Greedy results equal one-prompt-at-a-
 On CPU the KV cache is static, allocated for each batch and written in place: the default
 dynamic cache grows by concatenation, and copying it every step was half of decoding's time on
 two CPU cores (``selfevo bench generate`` measures both). Unlike transformers' static cache,
-attention reads only the positions written so far, not the whole allocation: on CPU, decoding
-a batch of 128 is bound by reading the cache, and the unwritten tail cost 16-23% of decoding's
-time (the same tokens either way). Elsewhere the
+its full-attention layers hand attention only the positions written so far, not the whole
+allocation: on CPU, decoding the demo's batches of 128 is bound by reading the cache, and the
+unwritten tail cost 15-24% of decoding's time (the same tokens either way). Sliding-window
+and other layer kinds, BLOOM, and a static cache on CUDA keep transformers' layers. Elsewhere the
 dynamic cache stays (on CUDA transformers would ``torch.compile`` the forward for a static
 cache and compile again for every new batch shape), and so does it for models a static cache
 does not fit: remote code, models without transformers' ``Cache``, and checkpoints whose
@@ -35,6 +36,9 @@ from selfevo.templates import render_prompt
 
 Prompt = str | list[Message]
 KV_CACHES = {kind.value for kind in KVCache}  # the config's choices
+# Models whose generation code builds a full-length mask for any StaticCache (BLOOM's ALiBi
+# bias): they keep transformers' static layers.
+FULL_LENGTH_STATIC_MODELS = frozenset({"bloom"})
 
 
 class EngineAsleepError(RuntimeError):
@@ -270,12 +274,7 @@ class WrittenPrefixLayer(StaticLayer):
         return keys[:, :, :written], values[:, :, :written]
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        return int(self.get_seq_length()) + query_length, 0
-
-
-# Models whose generation code builds a full-length mask for any StaticCache (BLOOM's ALiBi
-# bias): they keep transformers' static layers.
-FULL_LENGTH_STATIC_MODELS = frozenset({"bloom"})
+        return int(self.cumulative_length) + query_length, 0
 
 
 def batch_static_cache(config: Any, max_cache_len: int, *, written_prefix: bool) -> StaticCache:
@@ -286,10 +285,10 @@ def batch_static_cache(config: Any, max_cache_len: int, *, written_prefix: bool)
     cache = StaticCache(config=config, max_cache_len=max_cache_len)
     if not written_prefix or config.model_type in FULL_LENGTH_STATIC_MODELS:
         return cache
-    full = [
-        layer for layer in cache.layers if isinstance(layer, StaticLayer) and not layer.is_sliding
-    ]
-    if not full or any(type(layer) is not StaticLayer for layer in full):
+    if any(
+        isinstance(layer, StaticLayer) and not layer.is_sliding and type(layer) is not StaticLayer
+        for layer in cache.layers
+    ):
         return cache
     cache.layers = [
         WrittenPrefixLayer(max_cache_len=layer.max_cache_len)

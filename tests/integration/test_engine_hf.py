@@ -203,8 +203,9 @@ def test_sliding_window_layers_keep_their_kind_and_decode_as_the_dynamic_cache(
     cache = batch_static_cache(config, max_cache_len=32, written_prefix=True)
     kinds = [type(layer).__name__ for layer in cache.layers]
     assert kinds == ["WrittenPrefixLayer", "StaticSlidingWindowLayer"], kinds
-    static = HFEngine(str(tmp_path), kv_cache="static")
-    dynamic = HFEngine(str(tmp_path), kv_cache="dynamic")
+    # On CPU, where the written prefix is used (on CUDA "static" is transformers' own).
+    static = HFEngine(str(tmp_path), kv_cache="static", device="cpu")
+    dynamic = HFEngine(str(tmp_path), kv_cache="dynamic", device="cpu")
     prompts = arithmetic_prompts(12, seed=4)  # longer than the window: it slides
     sampled = GenerationParams(max_new_tokens=16, temperature=0.7, n=2, seed=3)
     for params in (GREEDY, sampled):
@@ -216,7 +217,8 @@ def test_sliding_window_layers_keep_their_kind_and_decode_as_the_dynamic_cache(
 def test_the_static_kv_cache_decodes_as_the_dynamic_one_and_steps_aside(varied_model_dirs):
     model = str(varied_model_dirs[0])
     prompts = arithmetic_prompts(32)
-    static, dynamic = HFEngine(model, kv_cache="static"), HFEngine(model, kv_cache="dynamic")
+    static = HFEngine(model, kv_cache="static", device="cpu")
+    dynamic = HFEngine(model, kv_cache="dynamic", device="cpu")
     sampled = GenerationParams(max_new_tokens=24, temperature=0.7, n=2, seed=5)
     for params in (GREEDY, sampled):
         assert _texts(static.generate(prompts, params)) == _texts(dynamic.generate(prompts, params))
