@@ -216,7 +216,7 @@ def _training_rows(shape: BenchShape, vocab: int, count: int) -> list[tuple[list
 
 def bench_training(worker: Any, cfg: dict[str, Any], shape: BenchShape) -> dict[str, Any]:
     """``train_steps`` optimizer steps of one full micro-batch each; the first is a warm-up."""
-    from actors.train_step import new_window, train_micro_batch
+    from actors.train_step import flops_per_token, new_window, train_micro_batch
 
     vocab = worker.engine.module.config.vocab_size
     rows = _training_rows(shape, vocab, shape.micro_batch * shape.train_steps)
@@ -232,7 +232,7 @@ def bench_training(worker: Any, cfg: dict[str, Any], shape: BenchShape) -> dict[
         losses.append(worker.window["loss"] / max(worker.window["target_tokens"], 1.0))
     step_s = statistics.median(seconds[1:] or seconds)
     tokens_per_s = shape.micro_batch * shape.train_seq_len / step_s
-    flops = cfg["flops_per_token"]
+    flops = cfg["flops_per_token"] or flops_per_token(cfg["model"], cfg["max_seq_len"])
     return {
         "zero_stage": cfg["zero_stage"],
         "micro_batch": shape.micro_batch,

@@ -182,6 +182,7 @@ def loop_config(
     Ray Train's workers)."""
     train_cfg = config.train
     bf16 = train_cfg.use_gpu
+    peak_flops = train_cfg.gpu_peak_tflops * 1e12 if train_cfg.use_gpu else 0.0
     return {
         "model": model_path,
         "tokenizer": tokenizer_path,
@@ -207,8 +208,12 @@ def loop_config(
         "max_seq_len": config.model.max_seq_len,
         "lora": asdict(train_cfg.lora),
         "threads_per_worker": max(1, math.ceil(train_cfg.cpus_per_worker)),
-        "peak_flops": train_cfg.gpu_peak_tflops * 1e12 if train_cfg.use_gpu else 0.0,
-        "flops_per_token": flops_per_token(model_path, config.model.max_seq_len),
+        "peak_flops": peak_flops,
+        # Only MFU needs it, and reading the model's config imports transformers' model code
+        # (~3 s on a small CPU, in the driver, before every fine-tuning starts).
+        "flops_per_token": flops_per_token(model_path, config.model.max_seq_len)
+        if peak_flops > 0
+        else 0.0,
     }
 
 

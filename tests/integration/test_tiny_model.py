@@ -93,3 +93,18 @@ def test_mfu_flops_count_every_parameter_of_a_gqa_model_with_untied_embeddings(t
     torch_count = sum(p.numel() for p in model.parameters())
     expected = train_flops_per_token(torch_count, 2, 64, seq_len=128)
     assert flops_per_token(str(tmp_path), 128) == expected
+
+
+def test_the_worker_config_counts_flops_only_where_mfu_is_reported(tiny_model_dir, tmp_path):
+    """Counting FLOPs reads the model's config through transformers (seconds of imports in
+    the driver before each fine-tuning), so a CPU run, which reports no MFU, skips it."""
+    from actors.train_step import flops_per_token, loop_config
+    from selfevo.config import load_config
+
+    model = str(tiny_model_dir)
+    cpu = loop_config(load_config("demo"), model, model, tmp_path, 10)
+    assert (cpu["peak_flops"], cpu["flops_per_token"]) == (0.0, 0.0)
+    gpu_config = load_config("demo", ["train.use_gpu=true", "train.gpu_peak_tflops=989"])
+    gpu = loop_config(gpu_config, model, model, tmp_path, 10)
+    assert gpu["peak_flops"] == 989e12
+    assert gpu["flops_per_token"] == flops_per_token(model, gpu_config.model.max_seq_len) > 0
