@@ -210,7 +210,7 @@ def loop_config(
         "threads_per_worker": max(1, math.ceil(train_cfg.cpus_per_worker)),
         "peak_flops": peak_flops,
         # Only MFU needs it, and reading the model's config imports transformers' model code
-        # (~3 s on a small CPU, in the driver, before every fine-tuning starts).
+        # (~3 s on a small CPU, in the driver, before its first fine-tuning starts).
         "flops_per_token": flops_per_token(model_path, config.model.max_seq_len)
         if peak_flops > 0
         else 0.0,
