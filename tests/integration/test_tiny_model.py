@@ -97,7 +97,7 @@ def test_mfu_flops_count_every_parameter_of_a_gqa_model_with_untied_embeddings(t
 
 def test_the_worker_config_counts_flops_only_where_mfu_is_reported(tiny_model_dir, tmp_path):
     """Counting FLOPs reads the model's config through transformers (seconds of imports in
-    the driver before each fine-tuning), so a CPU run, which reports no MFU, skips it."""
+    the driver before its first fine-tuning), so a CPU run, which reports no MFU, skips it."""
     from actors.train_step import flops_per_token, loop_config
     from selfevo.config import load_config
 
