@@ -16,7 +16,9 @@ import ray
 def init_ray(cluster: Any, *, quiet: bool = False) -> bool:
     """Connect to ``cluster.address``, else to ``RAY_ADDRESS`` (set inside ``ray job submit``),
     else start a local Ray with ``cluster.num_cpus`` CPUs. A no-op when Ray is already up.
-    Returns whether it started a local Ray (whose logs are all on this machine).
+    Returns whether it started a local Ray (whose logs are all on this machine). Starting one,
+    it sets :data:`LOCAL_TRAIN_SETTINGS` in this process's environment (for its later
+    fine-tunings and child processes) where the environment has no value of its own.
 
     ``quiet``: the workers' output (Ray's, DeepSpeed's, the libraries', our actors' prints)
     stays in Ray's log files instead of streaming to this console, and Ray's own messages
@@ -39,11 +41,9 @@ def init_ray(cluster: Any, *, quiet: bool = False) -> bool:
 
 
 # Ray Train's settings for a cluster this process starts on its own machine, where nothing
-# preempts the node: no preemption watcher (an actor, ~1.4 s of CPU to start at every
-# fine-tuning, beside the workers' own start), and the controller polls the workers every
-# 0.5 s instead of 2 s, so it sees a fine-tuning end sooner. On two cores a demo round's
-# fine-tuning took 55-58 s with them and 59-64 s without (three alternating pairs). A cluster
-# this process joins keeps Ray's defaults.
+# preempts the node: no preemption watcher (an actor started at every fine-tuning, beside the
+# workers' own start), and the controller polls the workers every 0.5 s instead of 2 s, so it
+# sees a fine-tuning end sooner (README, "Training", has the figures).
 LOCAL_TRAIN_SETTINGS = {
     "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",

@@ -1,6 +1,11 @@
-"""Joining Ray quietly: which raylet messages still reach the console."""
+"""Joining Ray: which raylet messages still reach the console, what a local Ray is set up with."""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -38,11 +43,6 @@ print(json.dumps({"started": started, **{k: os.environ.get(k) for k in LOCAL_TRA
 def test_a_local_cluster_gets_ray_trains_local_settings_unless_the_user_chose():
     """Starting its own Ray, a run turns off Ray Train's preemption watcher and polls its
     workers sooner; a value already in the environment is the user's and stays."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     unset = ("RAY_ADDRESS", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
     env = {k: v for k, v in os.environ.items() if k not in unset}
     env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "1.5"
