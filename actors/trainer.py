@@ -1,4 +1,4 @@
-"""Supervised fine-tuning with Ray Train and DeepSpeed ZeRO (stage 0, 2 or 3).
+"""Supervised fine-tuning with Ray Train and DeepSpeed ZeRO (stage 0 to 3).
 
 The training set (a Parquet file of :class:`selfevo.training.TrainExample` rows) streams to
 the workers through Ray Data (``get_dataset_shard``); each worker tokenises its batches as

@@ -26,7 +26,7 @@ REDUCED_DEMO = [
     "eval.num_problems=24",
     "eval.sc_samples=2",
     "train.max_steps=3",
-    "train.micro_batch_size=8",
+    "train.micro_batch_size=4",
 ]
 
 

@@ -1,7 +1,7 @@
 """SELF end to end on the real stack: a reduced demo run, and a killed run that resumes.
 
 Local Ray (2 CPUs), the shipped demo seed model, Ray Data through the HF engine pool, Ray
-Train + DeepSpeed ZeRO-2 on CPU, the coordinator actor and its weight handoff.
+Train + DeepSpeed ZeRO-1 (the demo's stage) on CPU, the coordinator actor and its weight handoff.
 """
 
 import json

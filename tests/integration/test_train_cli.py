@@ -36,6 +36,7 @@ def test_train_command_on_records(ray_cluster, tmp_path, capsys):
         "train.num_workers=1",
         "train.cpus_per_worker=0.5",
         "train.micro_batch_size=8",
+        "train.gradient_accumulation_steps=2",
         "train.max_steps=3",
     ]
     assert main(argv) == 0
