@@ -30,7 +30,6 @@ REDUCED = [
     "eval.num_problems=16",
     "eval.sc_samples=2",
     "train.max_steps=3",
-    "train.micro_batch_size=4",
 ]
 
 
