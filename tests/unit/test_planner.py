@@ -196,3 +196,41 @@ def test_run_refuses_a_layout_that_does_not_fit_before_starting_anything(capsys)
     assert main(["run", "recipes/self_math", "scale/llama3_70b_4x8", "cluster.num_nodes=1"]) == 1
     err = capsys.readouterr().err
     assert "does not fit" in err and "32 GPUs" in err
+
+
+# Trainer peaks `selfevo bench gpu` measured on one H200 (the CUDA allocator's peak, GiB): a
+# random Llama of Llama 3.2 1B's layout in bf16, ZeRO-3 on one rank, 2,048-token sequences,
+# keyed by (micro-batch, gradient checkpointing). The planner's activation constants come
+# from these; its figure must never fall below them, nor stray far above.
+H200_TRAINER_PEAKS_GIB = {(4, False): 46.46, (8, False): 73.55, (4, True): 33.70, (8, True): 48.02}
+LLAMA_1B_LAYOUT = ModelShape(
+    hidden_size=2048,
+    num_layers=16,
+    num_heads=32,
+    num_kv_heads=8,
+    intermediate_size=8192,
+    vocab_size=128256,
+    tie_embeddings=True,
+)
+
+
+@pytest.mark.parametrize(("micro_batch", "checkpointing"), sorted(H200_TRAINER_PEAKS_GIB))
+def test_trainer_memory_covers_the_peaks_measured_on_a_gpu(micro_batch, checkpointing):
+    from selfevo.planner import trainer_memory
+
+    config = load_config(
+        "demo",
+        [
+            "train.use_gpu=true",
+            "train.zero_stage=3",
+            "train.num_workers=1",
+            f"train.micro_batch_size={micro_batch}",
+            f"train.gradient_checkpointing={str(checkpointing).lower()}",
+            "train.lora.enabled=false",
+            "model.max_seq_len=2048",
+            "model.dtype=bfloat16",
+        ],
+    )
+    predicted = trainer_memory(LLAMA_1B_LAYOUT, config).per_gpu_gib
+    measured = H200_TRAINER_PEAKS_GIB[(micro_batch, checkpointing)]
+    assert measured <= predicted <= 1.1 * measured
