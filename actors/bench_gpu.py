@@ -475,12 +475,16 @@ def run(
 
 
 def _report(device, dtype, shape, peak_tflops, generation, parts, started) -> dict[str, Any]:
+    import deepspeed
     import torch
+    import transformers
 
     return {
         "device": device,
         "device_name": _device_name(device),
         "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "deepspeed": deepspeed.__version__,
         "dtype": dtype,
         "peak_tflops": peak_tflops or None,
         "model": {
@@ -506,7 +510,8 @@ def format_report(report: dict[str, Any]) -> str:
     memory = report["memory"]
     lines = [
         f"{report['device_name']} ({report['device']}, {report['dtype']}, torch "
-        f"{report['torch']}): random Llama, {model['num_params'] / 1e6:,.1f} M parameters",
+        f"{report['torch']}, transformers {report['transformers']}, DeepSpeed "
+        f"{report['deepspeed']}): random Llama, {model['num_params'] / 1e6:,.1f} M parameters",
         f"engine (HF), greedy, {report['generation']['prompt_tokens']} prompt + "
         f"{report['generation']['new_tokens']} new tokens:",
     ]

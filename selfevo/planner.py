@@ -29,18 +29,21 @@ Memory per GPU, in GiB (2**30 bytes):
   ``TRAIN_HEADROOM x gpu_memory_gb``.
 
 The activation figures are measured, not the textbook's. Korthikanti et al. (2022) give
-34·s·b·h bytes a layer for a 16-bit GPT with flash attention; a Hugging Face Llama (SwiGLU,
-RMSNorm computed in fp32, SDPA attention) keeps about 57, and the loss about 14 bytes per
-token per vocabulary entry (bf16 logits, their fp32 copy, the log-softmax and its gradient),
-where the planner counted 4. ``selfevo bench gpu`` on one H200 (a random Llama of Llama 3.2
-1B's layout, bf16, ZeRO-3, 2,048-token sequences) measured the trainer's allocator peak at
-two micro-batch sizes, with and without gradient checkpointing: 46.46 and 73.55 GiB for 4 and
-8 sequences without, 33.70 and 48.02 with. Per token that is 56.6 bytes a layer per hidden
-unit and 13.2 per vocabulary entry, and the fixed part (19.4 GiB) is under the planner's
-states and gathered parameters (20.3 GiB); the constants below put the four peaks 3.6-5.1%
-high. The MLP's share scales with its width: Llama 3's 3.5x hidden (8B, 70B) keeps a little
-less than the measured model's 4x, so the figure errs high there. Where the planner departs
-from reality: it ignores fragmentation and NCCL buffers, which is what the headroom is for.
+34·s·b·h bytes a layer for a 16-bit GPT with flash attention, and the planner counted 4 bytes
+per token and vocabulary entry for the loss. ``selfevo bench gpu`` on one H200 (a random Llama
+of Llama 3.2 1B's layout, bf16, ZeRO-3 on one rank, 2,048-token sequences) measured the
+trainer's allocated peak at two micro-batch sizes, with and without gradient checkpointing:
+46.46 and 73.55 GiB for 4 and 8 sequences without, 33.70 and 48.02 with. Fitted to the model
+above, that is 56.6 bytes a layer per token and hidden unit for a Hugging Face Llama (SwiGLU,
+RMSNorm computed in fp32, SDPA attention) and 13.2 per token and vocabulary entry for the loss
+(consistent with bf16 logits, their fp32 copy, the log-softmax and its gradient); the fixed
+part (19.4 GiB) is under the planner's states and gathered parameters (20.3 GiB). With 57 and
+14 the planner's figure is 3.6-5.1% above the four peaks. The MLP's share scales with its
+width: Llama 3's 3.5x hidden (8B, 70B) keeps a little less than the measured model's 4x, so
+the figure errs high there. Where the planner departs from reality: it ignores fragmentation
+and NCCL buffers, which is what the headroom is for; but the allocator reserved 1.18-1.20x
+its allocated peak with gradient checkpointing (1.09x without), more than the headroom and
+the constants' excess cover (about 1.16x), so a plan near the limit can still run out.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import math
 import os
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,12 @@ def test_every_part_reports(report):
         entry["tokens_per_s"] > 0 and entry["output_tokens"] > 0 for entry in by_batch.values()
     )
     assert "batch 8:" in summary and "MFU: give --peak-tflops" in summary
+    # The versions a figure was measured with travel with it.
+    assert (data["transformers"], data["deepspeed"]) == (
+        version("transformers"),
+        version("deepspeed"),
+    )
+    assert f"transformers {data['transformers']}, DeepSpeed {data['deepspeed']}" in summary
 
 
 def test_the_training_step_is_a_real_zero3_step(report):
