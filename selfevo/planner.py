@@ -43,7 +43,8 @@ width: Llama 3's 3.5x hidden (8B, 70B) keeps a little less than the measured mod
 the figure errs high there. Where the planner departs from reality: it ignores fragmentation
 and NCCL buffers, which is what the headroom is for; but the allocator reserved 1.18-1.20x
 its allocated peak with gradient checkpointing (1.09x without), more than the headroom and
-the constants' excess cover (about 1.16x), so a plan near the limit can still run out.
+the constants' excess cover (about 1.16x), so a plan near the limit can still run out;
+``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` brought that to 1.11x (one run).
 """
 
 from __future__ import annotations
