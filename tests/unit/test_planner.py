@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from actors.bench_gpu import LLAMA_1B  # the shape the bench measured
 from selfevo.cli import main
 from selfevo.config import load_config
 from selfevo.planner import (
@@ -205,15 +206,6 @@ def test_run_refuses_a_layout_that_does_not_fit_before_starting_anything(capsys)
 # keyed by (micro-batch, gradient checkpointing). The planner's activation constants come
 # from these; its figure must never fall below these allocated peaks, nor stray far above.
 H200_TRAINER_PEAKS_GIB = {(4, False): 46.46, (8, False): 73.55, (4, True): 33.70, (8, True): 48.02}
-LLAMA_1B_LAYOUT = ModelShape(
-    hidden_size=2048,
-    num_layers=16,
-    num_heads=32,
-    num_kv_heads=8,
-    intermediate_size=8192,
-    vocab_size=128256,
-    tie_embeddings=True,
-)
 
 
 @pytest.mark.parametrize(("micro_batch", "checkpointing"), sorted(H200_TRAINER_PEAKS_GIB))
@@ -231,6 +223,6 @@ def test_trainer_memory_covers_the_peaks_measured_on_a_gpu(micro_batch, checkpoi
             "model.dtype=bfloat16",
         ],
     )
-    predicted = trainer_memory(LLAMA_1B_LAYOUT, config).per_gpu_gib
+    predicted = trainer_memory(LLAMA_1B, config).per_gpu_gib
     measured = H200_TRAINER_PEAKS_GIB[(micro_batch, checkpointing)]
     assert measured <= predicted <= 1.1 * measured
